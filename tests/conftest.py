@@ -1,0 +1,67 @@
+"""Test-wide guards: no network, offline hub flags, small thread counts."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+_LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
+_real_connect = socket.socket.connect
+_real_create_connection = socket.create_connection
+
+
+class NetworkAccessError(RuntimeError):
+    """Raised when code under test tries to reach anything but loopback."""
+
+
+def _host_of(address: object) -> str:
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
+
+
+def _is_local(address: object) -> bool:
+    host = _host_of(address)
+    return host.startswith(_LOOPBACK_PREFIXES) or host in ("", "0.0.0.0") or "/" in host
+
+
+def _guarded_connect(self: socket.socket, address: object) -> object:
+    if self.family == getattr(socket, "AF_UNIX", None) or _is_local(address):
+        return _real_connect(self, address)
+    raise NetworkAccessError(f"test tried to open a network connection to {address!r}")
+
+
+def _guarded_create_connection(address: object, *args: object, **kwargs: object) -> socket.socket:
+    if _is_local(address):
+        return _real_create_connection(address, *args, **kwargs)
+    raise NetworkAccessError(f"test tried to open a network connection to {address!r}")
+
+
+def _guarded_getaddrinfo_factory(real):  # type: ignore[no-untyped-def]
+    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host is None or _is_local((host,)):
+            return real(host, *args, **kwargs)
+        raise NetworkAccessError(f"test tried to resolve the host name {host!r}")
+
+    return guarded
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.create_connection = _guarded_create_connection  # type: ignore[assignment]
+socket.getaddrinfo = _guarded_getaddrinfo_factory(socket.getaddrinfo)  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="session")
+def tiny_random_pipe():
+    """One seeded random tiny pipeline shared by the tests that only read it."""
+    from lib_alignment.models import load_pipeline
+
+    return load_pipeline("tiny-random", device="cpu")

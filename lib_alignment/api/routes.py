@@ -1,0 +1,23 @@
+"""Route registration: each feature adds an APIRouter; one call mounts them all behind the host's auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_PREFIX = "/alignment/v1"
+
+
+def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -> None:
+    """Mount every feature's router on `app` under /alignment/v1.
+
+    dependencies: FastAPI dependencies applied to every route (the WebUI's API auth).
+    """
+    from fastapi import APIRouter
+
+    router = APIRouter(prefix=API_PREFIX, dependencies=dependencies or [])
+
+    @router.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "host": ctx.host, "model": ctx.model_source()}
+
+    app.include_router(router)

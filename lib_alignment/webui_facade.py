@@ -1,0 +1,184 @@
+"""The one place that touches the WebUI's `modules` (A1111 v1.10 and Forge).
+
+Everything else in lib_alignment stays importable and testable without a
+WebUI; the thin files in `scripts/` and the WebUI-backed generation backend get
+what they need from here. Every function imports `modules` lazily, so importing
+this file outside the WebUI is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+_fallback_lock = threading.Lock()
+
+
+def webui_available() -> bool:
+    """True inside a running A1111/Forge process (its `modules` package is importable)."""
+    try:
+        return importlib.util.find_spec("modules.script_callbacks") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def is_forge() -> bool:
+    """Forge ships a `modules_forge` package next to `modules`."""
+    try:
+        return importlib.util.find_spec("modules_forge") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def host_name() -> str:
+    if not webui_available():
+        return "standalone"
+    return "forge" if is_forge() else "a1111"
+
+
+# --- callbacks -------------------------------------------------------------------------------
+
+
+def on_ui_tabs(callback: Callable[[], list[tuple[Any, str, str]]]) -> None:
+    """Register top-level tabs: the callback returns [(gr.Blocks, title, elem_id)]."""
+    from modules import script_callbacks
+
+    script_callbacks.on_ui_tabs(callback)
+
+
+def on_app_started(callback: Callable[[Any, Any], None]) -> None:
+    """Register a callback(demo, app) run once the FastAPI app exists (for our API routes)."""
+    from modules import script_callbacks
+
+    script_callbacks.on_app_started(callback)
+
+
+# --- the loaded model ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The checkpoint the WebUI has loaded: its file, the yaml beside it (if any), its title."""
+
+    path: Path
+    title: str
+    yaml: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def loaded_checkpoint() -> CheckpointInfo | None:
+    from modules import shared
+
+    model = getattr(shared, "sd_model", None)
+    info = getattr(model, "sd_checkpoint_info", None)
+    filename = getattr(info, "filename", None)
+    if not filename:
+        return None
+    path = Path(filename)
+    yaml = path.with_suffix(".yaml")
+    return CheckpointInfo(path=path, title=str(getattr(info, "title", path.name)), yaml=yaml if yaml.is_file() else None)
+
+
+def webui_tokenizer() -> Any | None:
+    """The CLIP tokenizer of the loaded SD1/SD2 model, handed to our loaders so nothing is fetched."""
+    from modules import shared
+
+    model = getattr(shared, "sd_model", None)
+    cond = getattr(model, "cond_stage_model", None)
+    wrapped = getattr(cond, "wrapped", cond)
+    return getattr(wrapped, "tokenizer", None)
+
+
+def torch_device() -> Any:
+    from modules import shared
+
+    return shared.device
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+
+def lora_dir() -> Path:
+    """The WebUI's Lora folder (`--lora-dir`, default models/Lora)."""
+    from modules import shared
+
+    configured = getattr(shared.cmd_opts, "lora_dir", None)
+    if configured:
+        return Path(configured)
+    from modules import paths
+
+    return Path(paths.models_path) / "Lora"
+
+
+def output_dir() -> Path:
+    """Where the extension keeps sessions and jobs: <WebUI data dir>/outputs/alignment."""
+    from modules import paths
+
+    return Path(paths.data_path) / "outputs" / "alignment"
+
+
+# --- locking, auth, refresh ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def queue_lock() -> Iterator[None]:
+    """The WebUI's generation queue lock, so our work never overlaps a txt2img run."""
+    if not webui_available():
+        with _fallback_lock:
+            yield
+        return
+    from modules.call_queue import queue_lock as lock
+
+    with lock:
+        yield
+
+
+def api_credentials() -> dict[str, str]:
+    """Users and passwords from `--api-auth user:pass,user2:pass2`; empty when the API is open."""
+    if not webui_available():
+        return {}
+    from modules import shared
+
+    raw = getattr(shared.cmd_opts, "api_auth", None)
+    credentials: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if ":" in item:
+            user, password = item.split(":", 1)
+            credentials[user.strip().strip('"')] = password.strip().strip('"')
+    return credentials
+
+
+def api_dependencies() -> list[Any]:
+    """FastAPI dependencies that enforce the WebUI's API auth when it is set (none otherwise)."""
+    credentials = api_credentials()
+    if not credentials:
+        return []
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    def check(creds: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:  # noqa: B008 - FastAPI idiom
+        expected = credentials.get(creds.username)
+        if expected is not None and secrets.compare_digest(creds.password, expected):
+            return True
+        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]
+
+
+def refresh_loras() -> None:
+    """Ask the built-in Lora extension to rescan its folder so new files show up as cards."""
+    try:
+        import networks  # the built-in Lora extension's module, on sys.path inside the WebUI
+    except ImportError:
+        return
+    networks.list_available_networks()

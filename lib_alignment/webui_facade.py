@@ -182,3 +182,112 @@ def refresh_loras() -> None:
     except ImportError:
         return
     networks.list_available_networks()
+
+
+# --- generation through the WebUI's own sampler ----------------------------------------------
+
+
+class _GivenFirstNoise:
+    """Stands in for the WebUI's ImageRNG: the first draw is our initial noise, later draws
+    (ancestral samplers' per-step noise, hires fix) come from the WebUI's own seeded RNG."""
+
+    def __init__(self, first: Any, fallback: Any) -> None:
+        self._first = first
+        self._fallback = fallback
+
+    def next(self) -> Any:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return self._fallback.next()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fallback, name)
+
+
+def txt2img_with_initial_noise(
+    *,
+    prompts: list[str],
+    negative_prompt: str,
+    initial_noise: Any,
+    noise_seed: int,
+    steps: int,
+    cfg_scale: float,
+    width: int,
+    height: int,
+    sampler_name: str,
+    batch_size: int,
+    extra_params: dict[str, Any] | None = None,
+) -> tuple[list[Any], Any]:
+    """Run the WebUI's txt2img processing with our unit-variance initial noise.
+
+    Everything the WebUI applies to txt2img applies here: the loaded checkpoint and
+    VAE, LoRAs named in the prompt, sampler and scheduler, clip skip, hires fix
+    (through extra_params). Returns (images, final latents on the CPU). All
+    candidates share `noise_seed`, so an ancestral sampler's per-step noise is the
+    same for every candidate and round. Runs under the WebUI's queue lock.
+    """
+    import torch
+    from modules import processing, shared
+
+    n = len(prompts)
+    if n % batch_size:
+        raise ValueError(f"{n} images do not split into batches of {batch_size}")
+    captured: list[Any] = []
+
+    class _Txt2ImgWithNoise(processing.StableDiffusionProcessingTxt2Img):
+        def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):  # type: ignore[no-untyped-def]
+            start = self.iteration * self.batch_size
+            noise = initial_noise[start : start + self.batch_size].to(device=shared.device, dtype=torch.float32)
+            self.rng = _GivenFirstNoise(noise, self.rng)
+            samples = super().sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
+            captured.append(samples.detach().float().cpu())
+            return samples
+
+    p = _Txt2ImgWithNoise(
+        sd_model=shared.sd_model,
+        prompt=list(prompts),
+        negative_prompt=[negative_prompt] * n,
+        seed=[int(noise_seed)] * n,
+        sampler_name=sampler_name,
+        batch_size=batch_size,
+        n_iter=n // batch_size,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        width=width,
+        height=height,
+        do_not_save_samples=True,
+        do_not_save_grid=True,
+        **(extra_params or {}),
+    )
+    try:
+        with queue_lock():
+            processed = processing.process_images(p)
+    finally:
+        p.close()
+    images = list(processed.images[:n])
+    if len(images) < n or len(captured) * batch_size < n:
+        raise RuntimeError(f"the WebUI returned {len(images)} of {n} images (interrupted?)")
+    return images, torch.cat(captured)[:n]
+
+
+def native_size() -> int:
+    """The loaded model's training resolution: LDM's latent image_size × 8 (SDXL: 1024)."""
+    from modules import shared
+
+    model = shared.sd_model
+    if getattr(model, "is_sdxl", False):
+        return 1024
+    latent_size = getattr(model, "image_size", None)
+    return int(latent_size) * 8 if latent_size else 512
+
+
+def sampler_names() -> list[str]:
+    from modules import sd_samplers
+
+    return [sampler.name for sampler in sd_samplers.visible_samplers()]
+
+
+def max_batch_size() -> int:
+    """The largest batch the WebUI's txt2img accepts (its batch-size slider's maximum, 8)."""
+    return 8

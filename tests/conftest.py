@@ -65,3 +65,22 @@ def tiny_random_pipe():
     from lib_alignment.models import load_pipeline
 
     return load_pipeline("tiny-random", device="cpu")
+
+
+FAKE_WEBUI = os.path.join(os.path.dirname(__file__), "fake_webui")
+
+
+@pytest.fixture
+def fake_webui(tmp_path, monkeypatch):
+    """Make the small fake A1111 importable as `modules` (and `launch`), fresh for each test."""
+    import sys
+
+    monkeypatch.setenv("FAKE_WEBUI_DATA", str(tmp_path / "webui"))
+    monkeypatch.syspath_prepend(FAKE_WEBUI)
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "launch"]:
+        monkeypatch.delitem(sys.modules, name)
+    import modules.shared
+
+    yield modules
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "launch"]:
+        del sys.modules[name]

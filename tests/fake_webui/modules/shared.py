@@ -1,0 +1,31 @@
+"""Fake of modules.shared: cmd_opts, device, sd_model (a checkpoint-info-bearing stub), state."""
+
+import os
+import types
+
+import torch
+
+from . import paths
+
+cmd_opts = types.SimpleNamespace(lora_dir=os.path.join(paths.models_path, "Lora"), api_auth=None)
+device = torch.device("cpu")
+state = types.SimpleNamespace(interrupted=False, job_count=-1, sampling_step=0)
+
+
+class FakeCheckpointInfo:
+    def __init__(self, filename):
+        self.filename = filename
+        self.title = f"{os.path.basename(filename)} [0123456789]"
+
+
+class FakeSDModel:
+    """Carries what extensions read off shared.sd_model; image_size is LDM's latent size."""
+
+    is_sdxl = False
+
+    def __init__(self, filename, image_size=16):
+        self.sd_checkpoint_info = FakeCheckpointInfo(filename)
+        self.image_size = image_size
+
+
+sd_model = FakeSDModel(os.path.join(paths.models_path, "Stable-diffusion", "tiny.safetensors"))

@@ -1,0 +1,161 @@
+"""Synthetic preference sets from the toy world, for tests and benchmarks.
+
+The preferred image shows the shape in the ``preferred`` colour, the other the
+same shape, size, place and background in another colour; captions never name
+the shape's colour, so what the data teaches is visible and measurable
+(toyworld.redness). Everything is deterministic in ``seed``, and the files are
+written in the same formats users bring (Rank & Refine CSV, Pick-a-Pic parquet,
+Diffusion-KTO CSV, folder layouts).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import random
+from pathlib import Path
+
+from ...paths import atomic_save_image, atomic_write_bytes, atomic_write_text
+from ...toyworld import COLORS, Scene, render, sample_scene
+from .folder import CHOSEN, DISLIKED, LIKED, PROMPT_FILE, REJECTED
+
+PAIR_LAYOUTS = ("csv", "parquet", "folder")
+KTO_LAYOUTS = ("csv", "folder")
+
+
+def _scenes(rng: random.Random, preferred: str, n_others: int) -> tuple[Scene, list[Scene], str]:
+    """A scene in the preferred colour, ``n_others`` variants in other colours, and the caption."""
+    if preferred not in COLORS:
+        raise ValueError(f"preferred colour {preferred!r} is not one of {list(COLORS)}")
+    base = sample_scene(rng)
+    others = rng.sample([c for c in COLORS if c != preferred], n_others)
+    background = rng.choice([c for c in COLORS if c != preferred and c not in others])
+    good = dataclasses.replace(base, color=preferred, background=background)
+    variants = [dataclasses.replace(base, color=c, background=background) for c in others]
+    return good, variants, f"a {base.shape} on a {background} background"
+
+
+def _png(scene: Scene, resolution: int) -> bytes:
+    buffer = io.BytesIO()
+    render(scene, resolution).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def make_toy_pairs(
+    folder: str | Path,
+    n: int,
+    preferred: str = "red",
+    resolution: int = 128,
+    seed: int = 0,
+    tie_fraction: float = 0.0,
+    layout: str = "csv",
+) -> Path:
+    """Write ``n`` pairs and return the file (csv: pairs.csv, parquet: pairs.parquet) or folder to load.
+
+    csv is the Rank & Refine export (caption, image_0, image_1, label_0,
+    label_1; PNGs under images/), parquet the Pick-a-Pic layout (PNG bytes in
+    jpg_0 / jpg_1), folder one subfolder per pair. The preferred image lands in
+    image_0 or image_1 at random, so both label orders occur. A ``tie_fraction``
+    of pairs shows two non-preferred colours labelled 0.5/0.5 (not in folders).
+    """
+    if layout not in PAIR_LAYOUTS:
+        raise ValueError(f"layout must be one of {PAIR_LAYOUTS}")
+    if layout == "folder" and tie_fraction:
+        raise ValueError("the folder layout cannot express ties")
+    root = Path(folder)
+    rng = random.Random(seed)
+    rows: list[list[object]] = []
+    for i in range(n):
+        tie = rng.random() < tie_fraction
+        good, others, caption = _scenes(rng, preferred, 2 if tie else 1)
+        first, second = (others[0], others[1]) if tie else (good, others[0])
+        swap = rng.random() < 0.5
+        if swap:
+            first, second = second, first
+        labels = (0.5, 0.5) if tie else ((0, 1) if swap else (1, 0))
+        if layout == "folder":
+            pair = root / f"pair_{i:05d}"
+            atomic_save_image(render(good, resolution), pair / f"{CHOSEN}.png")
+            atomic_save_image(render(others[0], resolution), pair / f"{REJECTED}.png")
+            atomic_write_text(pair / PROMPT_FILE, caption + "\n")
+        elif layout == "parquet":
+            rows.append([caption, _png(first, resolution), _png(second, resolution), *labels, f"toy-{seed}-{i}"])
+        else:
+            names = [f"images/{i:05d}_0.png", f"images/{i:05d}_1.png"]
+            for scene, name in zip((first, second), names):
+                atomic_save_image(render(scene, resolution), root / name)
+            rows.append([caption, *names, *labels])
+    if layout == "folder":
+        return root
+    if layout == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = list(zip(*rows)) if rows else [[]] * 6
+        table = pa.table(
+            {
+                "caption": pa.array(columns[0], pa.string()),
+                "jpg_0": pa.array(columns[1], pa.binary()),
+                "jpg_1": pa.array(columns[2], pa.binary()),
+                "label_0": pa.array(columns[3], pa.float64()),
+                "label_1": pa.array(columns[4], pa.float64()),
+                "ranking_id": pa.array(columns[5], pa.string()),
+            }
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(root / "pairs.parquet", sink.getvalue().to_pybytes())
+        return root / "pairs.parquet"
+    _write_csv(root / "pairs.csv", ["caption", "image_0", "image_1", "label_0", "label_1"], rows)
+    return root / "pairs.csv"
+
+
+def make_toy_kto(
+    folder: str | Path,
+    n: int,
+    preferred: str = "red",
+    resolution: int = 128,
+    seed: int = 0,
+    desirable_fraction: float = 0.5,
+    layout: str = "csv",
+    image_column: str = "file_name",
+    label_column: str = "label",
+) -> Path:
+    """Write ``n`` labeled images; returns kto.csv (csv) or the folder (liked/ + disliked/ with .txt captions).
+
+    Exactly round(n * desirable_fraction) images are desirable (preferred
+    colour). Column names default to Rank & Refine's export; pass
+    image_column="file_path" (KTO's README) or label_column="split" (KTO's code).
+    """
+    if layout not in KTO_LAYOUTS:
+        raise ValueError(f"layout must be one of {KTO_LAYOUTS}")
+    root = Path(folder)
+    rng = random.Random(seed)
+    wins = round(n * desirable_fraction)
+    flags = [True] * wins + [False] * (n - wins)
+    rng.shuffle(flags)
+    rows: list[list[object]] = []
+    for i, desirable in enumerate(flags):
+        good, others, caption = _scenes(rng, preferred, 1)
+        scene = good if desirable else others[0]
+        if layout == "folder":
+            sub = LIKED if desirable else DISLIKED
+            atomic_save_image(render(scene, resolution), root / sub / f"{i:05d}.png")
+            atomic_write_text(root / sub / f"{i:05d}.txt", caption + "\n")
+        else:
+            name = f"images/{i:05d}.png"
+            atomic_save_image(render(scene, resolution), root / name)
+            rows.append([name, caption, "exclusive_win" if desirable else "exclusive_lose"])
+    if layout == "folder":
+        return root
+    _write_csv(root / "kto.csv", [image_column, "caption", label_column], rows)
+    return root / "kto.csv"

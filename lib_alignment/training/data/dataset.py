@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -156,7 +157,9 @@ class PairDataset(PreferenceDataset):
         record = self.records[index]
         name, first = self._image(record.preferred)
         _, second = self._image(record.other)
-        return {"caption": record.caption, name: torch.stack([first, second]), "weight": record.weight}
+        # numpy stack: see images.to_tensor on torch's thread pool and tiny ops
+        both = torch.from_numpy(np.stack([first.numpy(), second.numpy()]))
+        return {"caption": record.caption, name: both, "weight": record.weight}
 
 
 class LabeledDataset(PreferenceDataset):

@@ -1,0 +1,325 @@
+"""`TrainConfig`: every option of a preference-training run, with its documentation and checks.
+
+One dataclass feeds the command line (a flag per field), TOML config files,
+the WebUI tab and the metadata written into the LoRA, so an option is declared
+once. Field metadata holds the help text and, for string options, the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..paths import safe_name
+
+METHODS = ("dpo", "kto", "mapo")
+
+#: β when `beta` is left unset: the papers' defaults in the convention each method documents.
+DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "mapo": 0.1}
+
+#: LoRA targets in the UNet: attention projections, feed-forward, and the transformer blocks'
+#: in/out projections. The names are the same in SD1.x, SD2.x and SDXL UNets.
+DEFAULT_UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+#: LoRA targets in CLIP text encoders (attention and MLP).
+DEFAULT_TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the field."""
+
+
+def _opt(help: str, choices: tuple[str, ...] | None = None, group: str = "general") -> dict[str, Any]:
+    meta: dict[str, Any] = {"help": help, "group": group}
+    if choices:
+        meta["choices"] = choices
+    return meta
+
+
+@dataclass
+class TrainConfig:
+    """All options of a DPO / KTO / MaPO LoRA training run (see each field's help)."""
+
+    # --- what to train -----------------------------------------------------------------------
+    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), kto (liked/disliked images) or mapo (pairs, no reference model).", METHODS, "run"))
+    model: str = field(default="", metadata=_opt("Base model: 'tiny', 'tiny-random', a diffusers folder or a .safetensors/.ckpt checkpoint.", group="run"))
+    data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads.", group="run"))
+    output_dir: str = field(default="", metadata=_opt("Folder for NAME.safetensors and its sidecars (e.g. the WebUI's models/Lora).", group="run"))
+    name: str = field(default="", metadata=_opt("Output name (file stem and ss_output_name).", group="run"))
+    run_dir: str = field(default="", metadata=_opt("Folder for checkpoints, logs, samples and events; default OUTPUT_DIR/NAME-training.", group="run"))
+    resume: str = field(default="", metadata=_opt("Continue from a checkpoint folder, or from the latest checkpoint in a run folder.", group="run"))
+    seed: int = field(default=0, metadata=_opt("Seed of LoRA initialisation, data order, noise and timesteps.", group="run"))
+
+    # --- data ----------------------------------------------------------------------------------
+    resolution: int = field(default=0, metadata=_opt("Training resolution in pixels (multiple of 8); 0 = the model's native size.", group="data"))
+    tie_policy: str = field(default="drop", metadata=_opt("Pairs rated as ties: drop them, or keep them weighted (the data module's policy).", ("drop", "weight"), "data"))
+    skip_bad_rows: bool = field(default=False, metadata=_opt("Skip unreadable rows instead of stopping with a report.", group="data"))
+    min_per_class: int = field(default=1, metadata=_opt("KTO: fewest desirable and undesirable images the data must have.", group="data"))
+    caption_dropout: float = field(default=0.0, metadata=_opt("Probability of training a sample with an empty caption (the KTO reference used 0.2).", group="data"))
+    positive_ratio: float | None = field(default=0.8, metadata=_opt("KTO: share of desirable images the weighted sampler draws (reference: 0.8); 'none' = plain shuffling.", group="data"))
+    cache_latents: bool = field(default=False, metadata=_opt("Encode every image once with the VAE (distribution mean) and keep the latents in memory.", group="data"))
+    dataloader_workers: int = field(default=0, metadata=_opt("Worker processes reading images (0 = in the training process).", group="data"))
+
+    # --- objective -----------------------------------------------------------------------------
+    beta: float | None = field(default=None, metadata=_opt(
+        "Inverse temperature. DPO: the paper's β_T inside −log σ(−β/2·Δ), default 5000 (diffusers' example folds the ½ "
+        "into its beta_dpo: theirs = ours/2). KTO: β of σ(β(g−KL)), default 1000. MaPO: weight of the margin term, default 0.1. "
+        "Errors are per-element means of squared differences, as in both reference codes.", group="objective"))
+    kto_utility: str = field(default="sigmoid", metadata=_opt("KTO value function: sigmoid (1−σ) or loss_averse (1−log σ), as in the reference code's 'halo' option.", ("sigmoid", "loss_averse"), "objective"))
+    kto_reference_point: str = field(default="batch_kl", metadata=_opt(
+        "KTO reference point: batch_kl = max(0, mean g) over the batch of all processes (detached); "
+        "batch_kl_local = the same without reducing across processes; zero = no reference point.", ("batch_kl", "batch_kl_local", "zero"), "objective"))
+    kto_lambda_desirable: float = field(default=1.0, metadata=_opt("KTO λ_D: weight of desirable images.", group="objective"))
+    kto_lambda_undesirable: float = field(default=1.0, metadata=_opt("KTO λ_U: weight of undesirable images.", group="objective"))
+    mapo_snr_value: float = field(default=0.5, metadata=_opt("MaPO: the constant a in the score aL/(exp(aL)−1) of an image's error L.", group="objective"))
+
+    # --- LoRA ----------------------------------------------------------------------------------
+    rank: int = field(default=8, metadata=_opt("LoRA rank (network dim).", group="lora"))
+    lora_alpha: float | None = field(default=None, metadata=_opt("LoRA alpha (network alpha); scale = alpha/rank. Default: equal to rank.", group="lora"))
+    lora_dropout: float = field(default=0.0, metadata=_opt("Dropout on the LoRA branch while training.", group="lora"))
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_UNET_TARGETS), metadata=_opt("UNet module names (suffixes) that get LoRA.", group="lora"))
+    train_text_encoder: bool = field(default=False, metadata=_opt("Also train LoRA on the text encoder(s).", group="lora"))
+    text_encoder_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TEXT_ENCODER_TARGETS), metadata=_opt("Text-encoder module names that get LoRA.", group="lora"))
+    text_encoder_lr: float | None = field(default=None, metadata=_opt("Learning rate of the text-encoder LoRA; default: learning_rate.", group="lora"))
+
+    # --- optimisation --------------------------------------------------------------------------
+    max_train_steps: int = field(default=1000, metadata=_opt("Optimizer steps to train.", group="optimization"))
+    num_epochs: float | None = field(default=None, metadata=_opt("If set, train this many passes over the data instead of max_train_steps.", group="optimization"))
+    batch_size: int = field(default=2, metadata=_opt("Pairs (DPO/MaPO) or images (KTO) per process per micro-batch.", group="optimization"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_opt("Micro-batches per optimizer step.", group="optimization"))
+    learning_rate: float = field(default=1e-4, metadata=_opt("Peak learning rate of the LoRA weights.", group="optimization"))
+    lr_scheduler: str = field(default="constant_with_warmup", metadata=_opt("Learning-rate schedule.", ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"), "optimization"))
+    lr_warmup_steps: int = field(default=0, metadata=_opt("Steps of linear warm-up.", group="optimization"))
+    lr_num_cycles: int = field(default=1, metadata=_opt("Restarts of cosine_with_restarts.", group="optimization"))
+    lr_power: float = field(default=1.0, metadata=_opt("Power of the polynomial schedule.", group="optimization"))
+    optimizer: str = field(default="auto", metadata=_opt("adamw, adamw8bit (needs bitsandbytes and CUDA), or auto (8-bit when bitsandbytes and CUDA are present).", ("auto", "adamw", "adamw8bit"), "optimization"))
+    adam_beta1: float = field(default=0.9, metadata=_opt("Adam β1.", group="optimization"))
+    adam_beta2: float = field(default=0.999, metadata=_opt("Adam β2.", group="optimization"))
+    adam_epsilon: float = field(default=1e-8, metadata=_opt("Adam ε.", group="optimization"))
+    weight_decay: float = field(default=1e-2, metadata=_opt("AdamW weight decay.", group="optimization"))
+    max_grad_norm: float = field(default=1.0, metadata=_opt("Gradient clipping norm (0 = off).", group="optimization"))
+
+    # --- hardware ------------------------------------------------------------------------------
+    mixed_precision: str = field(default="no", metadata=_opt("Autocast precision; the frozen weights are stored in it, LoRA stays fp32.", ("no", "fp16", "bf16"), "hardware"))
+    gradient_checkpointing: bool = field(default=False, metadata=_opt("Recompute UNet activations in the backward pass to save memory.", group="hardware"))
+    device: str = field(default="auto", metadata=_opt("auto (what `accelerate launch` or the machine offers) or cpu.", ("auto", "cpu"), "hardware"))
+
+    # --- outputs and monitoring ----------------------------------------------------------------
+    checkpoint_every: int = field(default=500, metadata=_opt("Save a resumable checkpoint every N steps (0 = only at the end).", group="output"))
+    checkpoints_keep: int = field(default=2, metadata=_opt("Checkpoints to keep (0 = all).", group="output"))
+    sample_every: int = field(default=0, metadata=_opt("Generate preview images every N steps (0 = never during training).", group="output"))
+    sample_prompts: list[str] = field(default_factory=list, metadata=_opt("Prompts of the preview images; default: the first captions of the data.", group="output"))
+    sample_seeds: list[int] = field(default_factory=lambda: [0], metadata=_opt("Seeds of the preview images (each prompt with each seed).", group="output"))
+    sample_steps: int = field(default=20, metadata=_opt("Sampling steps of preview images.", group="output"))
+    sample_cfg_scale: float = field(default=7.0, metadata=_opt("Guidance scale of preview images.", group="output"))
+    sample_sampler: str = field(default="DDIM", metadata=_opt("Sampler of preview images (see lib_alignment.generation.SAMPLERS).", group="output"))
+    preview: bool = field(default=True, metadata=_opt("Write NAME.preview.png (first sample prompt and seed) next to the LoRA.", group="output"))
+    log_every: int = field(default=1, metadata=_opt("Write metrics and a step event every N steps.", group="output"))
+    tensorboard: bool | None = field(default=None, metadata=_opt("Also log to TensorBoard; default: when tensorboard is installed.", group="output"))
+    events_stdout: bool = field(default=False, metadata=_opt("Print progress events as JSON lines on stdout (for the WebUI) instead of a progress bar.", group="output"))
+    progress_bar: bool = field(default=True, metadata=_opt("Show a tqdm progress bar on the terminal.", group="output"))
+    stop_file: str = field(default="", metadata=_opt("Creating this file stops the run cleanly; default RUN_DIR/STOP.", group="output"))
+    save_precision: str = field(default="fp16", metadata=_opt("dtype of the exported LoRA tensors.", ("fp16", "bf16", "fp32"), "output"))
+    preferred_weight: float = field(default=1.0, metadata=_opt("'preferred weight' in NAME.json for the WebUI's Lora card.", group="output"))
+    description: str = field(default="", metadata=_opt("Description in NAME.json; default: what was trained and how.", group="output"))
+    activation_text: str = field(default="", metadata=_opt("'activation text' in NAME.json.", group="output"))
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def effective_beta(self) -> float:
+        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.method]
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.lora_alpha) if self.lora_alpha is not None else float(self.rank)
+
+    @property
+    def data_kind(self) -> str:
+        """'pairs' for DPO and MaPO, 'labeled' for KTO."""
+        return "labeled" if self.method == "kto" else "pairs"
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir).expanduser()
+        return Path(self.output_dir).expanduser() / f"{self.name}-training"
+
+    def resolved_stop_file(self) -> Path:
+        return Path(self.stop_file).expanduser() if self.stop_file else self.resolved_run_dir() / "STOP"
+
+    def output_path(self) -> Path:
+        return Path(self.output_dir).expanduser() / f"{self.name}.safetensors"
+
+    def validate(self, require_paths: bool = True) -> TrainConfig:
+        """Raise ConfigError listing every bad field; returns self for chaining."""
+        problems: list[str] = []
+
+        def bad(name: str, why: str) -> None:
+            problems.append(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                bad(f.name, f"must be one of {', '.join(choices)}")
+        if require_paths:
+            for name in ("model", "data", "output_dir", "name"):
+                if not str(getattr(self, name)).strip():
+                    problems.append(f"{name}: is required")
+        if self.name:
+            try:
+                safe_name(self.name, "name")
+            except ValueError as error:
+                problems.append(f"name: {error}")
+        positive_ints = ("rank", "batch_size", "gradient_accumulation_steps", "sample_steps", "log_every")
+        for name in positive_ints:
+            if int(getattr(self, name)) < 1:
+                bad(name, "must be ≥ 1")
+        for name in ("max_train_steps", "lr_warmup_steps", "checkpoint_every", "checkpoints_keep", "sample_every", "dataloader_workers", "min_per_class"):
+            if int(getattr(self, name)) < 0:
+                bad(name, "must be ≥ 0")
+        if self.num_epochs is None and self.max_train_steps < 1:
+            bad("max_train_steps", "must be ≥ 1 unless num_epochs is set")
+        if self.num_epochs is not None and not (self.num_epochs > 0 and math.isfinite(self.num_epochs)):
+            bad("num_epochs", "must be a positive number")
+        if self.resolution < 0 or self.resolution % 8:
+            bad("resolution", "must be 0 (native) or a positive multiple of 8")
+        for name in ("caption_dropout", "lora_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                bad(name, "must be in [0, 1)")
+        if self.positive_ratio is not None and not 0.0 < self.positive_ratio < 1.0:
+            bad("positive_ratio", "must be in (0, 1), or none for plain shuffling")
+        for name in ("learning_rate", "adam_epsilon"):
+            if not float(getattr(self, name)) > 0:
+                bad(name, "must be > 0")
+        if self.text_encoder_lr is not None and not self.text_encoder_lr > 0:
+            bad("text_encoder_lr", "must be > 0")
+        for name in ("weight_decay", "max_grad_norm", "kto_lambda_desirable", "kto_lambda_undesirable"):
+            if float(getattr(self, name)) < 0:
+                bad(name, "must be ≥ 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                bad(name, "must be in [0, 1)")
+        if self.beta is not None and not (self.beta > 0 and math.isfinite(self.beta)):
+            bad("beta", "must be a positive number")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            bad("lora_alpha", "must be > 0")
+        if self.mapo_snr_value <= 0:
+            bad("mapo_snr_value", "must be > 0")
+        if not self.lora_targets:
+            bad("lora_targets", "needs at least one module name")
+        if self.train_text_encoder and not self.text_encoder_targets:
+            bad("text_encoder_targets", "needs at least one module name when train_text_encoder is on")
+        if self.sample_every and not self.sample_seeds:
+            bad("sample_seeds", "needs at least one seed when sample_every is set")
+        from ..generation import SAMPLERS
+
+        if self.sample_sampler not in SAMPLERS:
+            bad("sample_sampler", f"must be one of {', '.join(SAMPLERS)}")
+        if problems:
+            raise ConfigError("invalid training options:\n  " + "\n  ".join(problems))
+        return self
+
+    # --- conversions ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "options") -> TrainConfig:
+        """Build from a mapping (TOML, JSON, the WebUI), converting and checking each value's type."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k.replace("-", "_") not in known]
+        if unknown:
+            raise ConfigError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))}; known: see `python -m lib_alignment train --help`")
+        converted = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            converted[name] = coerce_value(known[name], value, source)
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def field_kind(f: dataclasses.Field) -> str:
+    """'bool', 'int', 'float', 'str', 'list[str]', 'list[int]' (with '?' appended when None is allowed)."""
+    annotation = str(f.type).replace(" ", "")
+    optional = annotation.endswith("|None")
+    base = annotation[: -len("|None")] if optional else annotation
+    return base + ("?" if optional else "")
+
+
+def coerce_value(f: dataclasses.Field, value: Any, source: str = "options") -> Any:
+    """Convert a TOML/JSON/command-line value to the field's type, with an error naming the field."""
+    kind = field_kind(f)
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    where = f"{source}: {f.name}"
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"{value!r} is not an integer")
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a number")
+            return float(value)
+        if base == "str":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(f"{value!r} is not text")
+            return str(value)
+        if base.startswith("list["):
+            item = base[5:-1]
+            items = value if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",") if v.strip()]
+            return [int(v) if item == "int" else str(v) for v in items]
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    raise ConfigError(f"{where}: unsupported option type {kind}")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; tomllib on 3.11+, else tomli, else a clear error."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised in the 3.10 host stacks only
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise ConfigError(f"{path}: reading TOML on Python {sys.version_info.major}.{sys.version_info.minor} needs the 'tomli' package (pip install tomli)") from None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    try:
+        with file.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file}: not valid TOML: {error}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # [sections] only group options; their keys are option names
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+#: Fields whose change makes a checkpoint's weights unusable for the run.
+STRUCTURAL_FIELDS = ("model", "rank", "lora_targets", "train_text_encoder", "text_encoder_targets")

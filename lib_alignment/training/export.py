@@ -1,0 +1,146 @@
+"""Write the trained LoRA as a kohya-format file that A1111, Forge and ComfyUI load.
+
+Keys come from peft's state dict through diffusers' `convert_state_dict_to_kohya`
+(prefixes `unet.` / `text_encoder.` / `text_encoder_2.` added first, as the
+converter expects). Two fixes follow: the converter writes `.alpha` = rank, so
+alpha is overwritten when lora_alpha ≠ rank; and it names an SD1/SD2 text
+encoder `lora_te1_`, which becomes kohya's `lora_te_`. Metadata follows kohya's
+`ss_*` keys the WebUIs' Lora cards read; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..paths import atomic_save_image, atomic_write_bytes, atomic_write_json
+from .denoiser import SD2, SDXL
+from .lora import peft_state_dict
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+SD_VERSION_LABEL = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
+TEXT_ENCODER_PREFIXES = ("text_encoder", "text_encoder_2")
+
+
+def kohya_state_dict(
+    unet: torch.nn.Module,
+    text_encoders: Sequence[torch.nn.Module] = (),
+    alpha: float | None = None,
+    version: str = "sd1",
+) -> dict[str, torch.Tensor]:
+    """LoRA tensors of the UNet (and trained text encoders) under kohya keys, alpha set to `alpha`."""
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    prefixed = {f"unet.{k}": v for k, v in peft_state_dict(unet).items()}
+    for prefix, encoder in zip(TEXT_ENCODER_PREFIXES, text_encoders):
+        prefixed.update({f"{prefix}.{k}": v for k, v in peft_state_dict(encoder).items()})
+    converted = convert_state_dict_to_kohya({k: v.detach() for k, v in prefixed.items()})
+    result: dict[str, torch.Tensor] = {}
+    for key, value in converted.items():
+        if version != SDXL and key.startswith("lora_te1_"):
+            key = "lora_te_" + key[len("lora_te1_") :]
+        if key.endswith(".alpha"):
+            rank = int(value)
+            value = torch.tensor(float(alpha if alpha is not None else rank))
+        result[key] = value
+    unknown = [k for k in result if not k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))]
+    if unknown:
+        raise ValueError(f"kohya conversion produced keys the WebUIs would ignore, e.g. {unknown[0]!r}")
+    return result
+
+
+def training_metadata(
+    config: Any,
+    version: str,
+    model_name: str,
+    started_at: float,
+    steps: int,
+    hyperparameters: dict[str, Any],
+    num_images: int,
+    status: str = "finished",
+) -> dict[str, str]:
+    """kohya-style `ss_*` metadata plus this project's method and hyperparameters (all strings)."""
+    meta = {
+        "ss_output_name": config.name,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config.rank),
+        "ss_network_alpha": _number(config.effective_alpha),
+        "ss_base_model_version": BASE_MODEL_VERSION[version],
+        "ss_v2": str(version == SD2),
+        "ss_sd_model_name": model_name,
+        "ss_training_started_at": str(int(started_at)),
+        "ss_training_finished_at": str(int(time.time())),
+        "ss_steps": str(steps),
+        "ss_max_train_steps": str(config.max_train_steps),
+        "ss_learning_rate": str(config.learning_rate),
+        "ss_unet_lr": str(config.learning_rate),
+        "ss_text_encoder_lr": str(config.text_encoder_lr or config.learning_rate) if config.train_text_encoder else "0",
+        "ss_network_train_unet_only": str(not config.train_text_encoder),
+        "ss_lr_scheduler": config.lr_scheduler,
+        "ss_lr_warmup_steps": str(config.lr_warmup_steps),
+        "ss_batch_size_per_device": str(config.batch_size),
+        "ss_gradient_accumulation_steps": str(config.gradient_accumulation_steps),
+        "ss_mixed_precision": config.mixed_precision,
+        "ss_resolution": f"({config.resolution}, {config.resolution})",
+        "ss_seed": str(config.seed),
+        "ss_num_train_images": str(num_images),
+        "ss_network_dropout": str(config.lora_dropout),
+        "ss_training_comment": f"{METHOD_TITLES.get(config.method, config.method)} preference training (lib_alignment)",
+        "lib_alignment_method": config.method,
+        "lib_alignment_hyperparameters": json.dumps(hyperparameters, sort_keys=True),
+        "lib_alignment_lora_targets": ",".join(config.lora_targets),
+        "lib_alignment_status": status,
+    }
+    return meta
+
+
+METHOD_TITLES = {"dpo": "Diffusion-DPO", "kto": "Diffusion-KTO", "mapo": "MaPO"}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], save_precision: str = "fp16") -> Path:
+    """Serialise to safetensors (contiguous CPU tensors in the save dtype) and replace `path` atomically."""
+    from safetensors.torch import save
+
+    dtype = SAVE_DTYPES[save_precision]
+    ready = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(ready, metadata=metadata))
+    return path
+
+
+def write_sidecars(
+    lora_path: Path,
+    version: str,
+    preferred_weight: float,
+    description: str,
+    activation_text: str = "",
+    notes: str = "",
+    preview: Any = None,
+) -> dict[str, Path | None]:
+    """NAME.json (the WebUI's user metadata) and NAME.preview.png next to the LoRA."""
+    stem = lora_path.with_suffix("")
+    json_path = stem.with_name(stem.name + ".json")
+    atomic_write_json(
+        json_path,
+        {
+            "description": description,
+            "sd version": SD_VERSION_LABEL[version],
+            "activation text": activation_text,
+            "preferred weight": preferred_weight,
+            "notes": notes,
+        },
+    )
+    preview_path = None
+    if preview is not None:
+        preview_path = stem.with_name(stem.name + ".preview.png")
+        atomic_save_image(preview, preview_path)
+    return {"metadata": json_path, "preview": preview_path}

@@ -1,0 +1,83 @@
+"""The `Method` interface: a training objective computed from denoising errors.
+
+The trainer runs the models; a method only turns per-image errors of the
+trained model (and of the reference model, when it needs one) into a loss and
+a few metrics. Keeping the objectives this small makes them testable on fixed
+tensors and lets new ones (DDPO later) plug into the same loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ReduceMean = Callable[[torch.Tensor], torch.Tensor]
+
+
+def denoising_errors(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of squared differences over all but the batch dimension, in fp32.
+
+    This is the "‖ε − ε_θ(x_t, t)‖²" of the papers as both reference codes compute
+    it (an element mean, not a sum); the default β values assume it.
+    """
+    squared = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    return squared.mean(dim=tuple(range(1, squared.ndim)))
+
+
+@dataclass
+class Errors:
+    """Denoising errors, shape [N]. For pair methods N = 2B: preferred images first, then the others."""
+
+    policy: torch.Tensor
+    reference: torch.Tensor | None = None
+
+
+@dataclass
+class MethodOutput:
+    loss: torch.Tensor
+    #: Scalars for the logs (detached tensors or floats); names must be in `Method.metric_names`.
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `values`, weighted by the per-pair weights of the data (ties kept at reduced weight)."""
+    if weights is None:
+        return values.mean()
+    weights = weights.to(values)
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def local_mean(value: torch.Tensor) -> torch.Tensor:
+    return value
+
+
+class Method(ABC):
+    """A preference objective. Subclasses set the class attributes and implement `loss`."""
+
+    #: Short name: the --method value.
+    name: str = ""
+    #: "pairs" (items with pixel_values [2, 3, R, R], preferred first) or "labeled" (one image and a label).
+    data_kind: str = "pairs"
+    #: Whether `loss` needs the reference model's errors (the trainer skips that forward pass otherwise).
+    needs_reference: bool = True
+    #: Pair methods: the same noise and timestep for both images of a pair.
+    share_noise_in_pair: bool = True
+    #: Metric names in log order; every one appears in the CSV header.
+    metric_names: tuple[str, ...] = ()
+
+    def __init__(self, beta: float, **options: Any) -> None:
+        self.beta = float(beta)
+        self.options = options
+
+    @abstractmethod
+    def loss(self, errors: Errors, batch: dict[str, Any], reduce_mean: ReduceMean = local_mean) -> MethodOutput:
+        """Loss and metrics of one micro-batch. `reduce_mean` averages a tensor across processes."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What to record in the LoRA's metadata."""
+        return {"method": self.name, "beta": self.beta, **self.options}

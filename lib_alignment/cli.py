@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "generate",
     "export_tiny",
+    "train",
 )
 
 

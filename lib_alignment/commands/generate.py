@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=None, help="width and height in pixels (default: the model's)")
     parser.add_argument("--sampler", default="DDIM")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a local CLIP tokenizer folder, for single-file checkpoints")
     parser.set_defaults(handler=run)
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_pipeline
     from ..paths import atomic_save_image
 
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, tokenizer=args.tokenizer)
     extra = {}
     if args.lora is not None:
         from ..lora_apply import apply_kohya_lora

@@ -12,13 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=7861, help="port on 127.0.0.1 (default: 7861)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/alignment"), help="where sessions and jobs are kept")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a local CLIP tokenizer folder, for single-file checkpoints")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..ui.app import serve, standalone_context
 
-    ctx = standalone_context(model=args.model, output_dir=args.output_dir, device=args.device)
+    ctx = standalone_context(model=args.model, output_dir=args.output_dir, device=args.device, tokenizer=args.tokenizer)
     print(f"Alignment app on http://127.0.0.1:{args.port}/ (model: {args.model})", flush=True)
     serve(ctx, port=args.port)
     return 0

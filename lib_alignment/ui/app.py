@@ -12,7 +12,9 @@ from .context import AppContext
 TABS = (rank_refine_tab, training_tab)
 
 
-def standalone_context(model: str = "tiny", output_dir: Path | None = None, device: str = "auto") -> AppContext:
+def standalone_context(
+    model: str = "tiny", output_dir: Path | None = None, device: str = "auto", tokenizer: Path | None = None
+) -> AppContext:
     """Context for `serve`: the app's own model, outputs under ./outputs/alignment."""
     out = (output_dir or Path("outputs") / "alignment").resolve()
 
@@ -20,7 +22,7 @@ def standalone_context(model: str = "tiny", output_dir: Path | None = None, devi
         from ..generation import DiffusersBackend
         from ..models import load_pipeline
 
-        return DiffusersBackend(load_pipeline(model, device=device), model_name=Path(model).stem if model not in ("tiny", "tiny-random") else model)
+        return DiffusersBackend(load_pipeline(model, device=device, tokenizer=tokenizer), model_name=Path(model).stem if model not in ("tiny", "tiny-random") else model)
 
     return AppContext(
         host="standalone",

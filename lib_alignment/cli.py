@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "generate",
+    "refine",
     "export_tiny",
     "train",
 )

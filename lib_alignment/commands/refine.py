@@ -1,0 +1,155 @@
+"""`refine`: unattended Rank & Refine, an automatic oracle ranking the candidates each round.
+
+Writes into --out: session/ (the resumable refine session with every round's
+images, latents and rankings), scores.csv and scores.json (every candidate's
+score per round and the current image's), final.png (with infotext) and
+final.safetensors (the latent that regenerates it), contact_sheet.png (one row
+per round: current image, then the candidates; the oracle's pick framed green)
+and preferences/ (pairs.csv and kto.csv for the DPO/KTO trainers).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("refine", help="refine an image's initial noise with ZO-RankSGD and an automatic ranker")
+    parser.add_argument("--model", default="tiny", help="model source (default: tiny)")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument(
+        "--oracle",
+        required=True,
+        help="jpeg_size[:smaller|larger], brightness[:darker], colourfulness, color:#rrggbb, clip:DIR, "
+        "aesthetic:WEIGHTS,CLIP_DIR, or package.module:function",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="rankings to apply (default: 10)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue the session already in --out")
+    parser.add_argument("--m", type=int, default=6, help="candidates per round (default: 6)")
+    parser.add_argument("--k", type=int, default=None, help="use only the oracle's top k (default: the full ranking)")
+    parser.add_argument("--mu", type=float, default=0.1, help="perturbation scale (default: 0.1)")
+    parser.add_argument("--lr", type=float, default=2.0, help="line-search step (default: 2.0)")
+    parser.add_argument("--no-line-search", action="store_true", help="plain ZO-RankSGD steps instead of rank/line rounds")
+    parser.add_argument("--no-shell", action="store_true", help="do not keep latents at norm √d")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer-seed", type=int, default=None, help="seeds perturbations and shuffles (default: --seed)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", "--cfg-scale", dest="cfg_scale", type=float, default=7.0)
+    parser.add_argument("--size", type=int, default=None, help="width and height in pixels (default: the model's)")
+    parser.add_argument("--sampler", default="DDIM")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batch", type=int, default=None, help="render at most this many images per batch")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..generation import DiffusersBackend, GenerationSettings
+    from ..models import load_pipeline
+    from ..oracles import make_oracle, order_from_scores
+    from ..refine import RefineParams, RefineSession, contact_sheet, export_preferences
+
+    if args.rounds < 0:
+        raise ValueError(f"--rounds must be ≥ 0 (got {args.rounds})")
+    oracle = make_oracle(args.oracle)  # fail on a bad spec before loading the model
+    pipe = load_pipeline(args.model, device=args.device)
+    model_name = args.model if args.model in ("tiny", "tiny-random") else Path(args.model).stem
+    backend = DiffusersBackend(pipe, model_name=model_name)
+    out: Path = args.out
+    folder = out / "session"
+    if args.resume:
+        session = RefineSession.load(folder, backend, max_batch=args.max_batch)
+    else:
+        size = args.size or backend.default_size()
+        settings = GenerationSettings(
+            prompt=args.prompt,
+            negative_prompt=args.negative_prompt,
+            steps=args.steps,
+            cfg_scale=args.cfg_scale,
+            width=size,
+            height=size,
+            sampler=args.sampler,
+            noise_seed=args.seed,
+        )
+        params = RefineParams(
+            m=args.m,
+            k=args.k,
+            mu=args.mu,
+            lr=args.lr,
+            line_search=not args.no_line_search,
+            project_to_shell=not args.no_shell,
+            optimizer_seed=args.seed if args.optimizer_seed is None else args.optimizer_seed,
+        )
+        session = RefineSession.create(folder, backend, settings, args.seed, params, max_batch=args.max_batch)
+    prompt = session.settings.prompt
+    current = session.start()
+    log: list[dict[str, Any]] = []
+    sheet_rows, picks, labels = [], [], []
+    bar = tqdm(range(args.rounds), desc="refine", unit="round")
+    for _ in bar:
+        scores = oracle.score(current.images, prompt)
+        current_score = oracle.score([current.current_image], prompt)[0]
+        order = order_from_scores(scores)
+        log.append(
+            {
+                "round": current.id,
+                "type": current.round_type,
+                "roles": current.roles,
+                "scores": scores,
+                "order": order,
+                "current_score": current_score,
+            }
+        )
+        sheet_rows.append([current.current_image, *current.images])
+        picks.append(1 + order[0])
+        labels.append(f"{current.id}{current.round_type[0].upper()}")
+        bar.set_postfix(current=f"{current_score:.4g}", best=f"{max(scores):.4g}")
+        current = session.rank(order)
+    final_score = oracle.score([current.current_image], prompt)[0]
+    sheet_rows.append([current.current_image])
+    picks.append(None)
+    labels.append("end")
+
+    out.mkdir(parents=True, exist_ok=True)
+    exported = session.export(out, stem="final")
+    rendered_score = oracle.score([exported.image], prompt)[0]
+    _write_scores(out, log, final_score, rendered_score, oracle.name)
+    from ..paths import atomic_save_image
+
+    atomic_save_image(contact_sheet(sheet_rows, picks, labels), out / "contact_sheet.png")
+    prefs = export_preferences([session], out / "preferences")
+    first = log[0]["current_score"] if log else final_score
+    print(f"{oracle.name}: current image {first:.6g} → {final_score:.6g} after {len(log)} rounds")
+    print(f"wrote {exported.image_path}, {exported.latent_path}, {out / 'contact_sheet.png'}, {prefs.pairs_csv} ({prefs.pairs} pairs)")
+    return 0
+
+
+def _write_scores(out: Path, log: list[dict[str, Any]], final_score: float, rendered_score: float, oracle_name: str) -> None:
+    import csv
+    import io
+
+    from ..paths import atomic_write_json, atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["round", "type", "index", "role", "score", "rank"])
+    for entry in log:
+        rank_of = {index: position for position, index in enumerate(entry["order"])}
+        writer.writerow([entry["round"], entry["type"], "current", "current", repr(entry["current_score"]), ""])
+        for index, (role, score) in enumerate(zip(entry["roles"], entry["scores"])):
+            writer.writerow([entry["round"], entry["type"], index, role, repr(score), rank_of[index]])
+    atomic_write_text(out / "scores.csv", buffer.getvalue())
+    atomic_write_json(
+        out / "scores.json",
+        {
+            "oracle": oracle_name,
+            "rounds": log,
+            "final_current_score": final_score,
+            "final_image_score": rendered_score,
+        },
+    )

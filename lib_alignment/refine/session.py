@@ -280,6 +280,7 @@ class RefineSession:
             line_search=p.line_search,
             project_to_shell=p.project_to_shell,
             seed=p.optimizer_seed + resets,
+            undo_depth=0,  # undo goes through the per-round snapshots on disk
         )
 
     def _apply_params(self) -> None:

@@ -135,7 +135,7 @@ def test_diffusers_kohya_loader_reproduces_unet_and_text_encoder(tmp_path: Path)
     _randomise_up_weights(trained.unet, trained.text_encoder)
     path = save_lora(tmp_path / "l.safetensors", kohya_state_dict(trained.unet, [trained.text_encoder], alpha=8), {}, "fp32")
     fresh = tiny_random_pipeline(seed=0)
-    fresh.load_lora_weights(str(path))
+    fresh.load_lora_weights(str(path.parent), weight_name=path.name)
 
     g = torch.Generator().manual_seed(1)
     ids = trained.tokenizer(["a red circle on a blue background", ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -163,7 +163,7 @@ def test_sdxl_export_uses_te1_te2_keys_and_loads_in_diffusers(tmp_path: Path):
     assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
     path = save_lora(tmp_path / "x.safetensors", tensors, {}, "fp32")
     fresh = tiny_sdxl_pipeline(seed=0)
-    fresh.load_lora_weights(str(path))
+    fresh.load_lora_weights(str(path.parent), weight_name=path.name)
     ids = trained.tokenizer(["a square"], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         for a, b in ((trained.text_encoder, fresh.text_encoder), (trained.text_encoder_2, fresh.text_encoder_2)):

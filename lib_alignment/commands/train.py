@@ -1,4 +1,4 @@
-"""`train`: preference-train a LoRA (Diffusion-DPO, Diffusion-KTO or MaPO) and write it for the WebUIs.
+"""`train`: train a LoRA on preferences (Diffusion-DPO, Diffusion-KTO, MaPO) or a reward (DDPO) for the WebUIs.
 
 Every option of lib_alignment.training.TrainConfig is a flag (--max-train-steps,
 --lora-alpha, ...) and a key of the optional TOML file given with --config.
@@ -8,6 +8,10 @@ NAME.preview.png; checkpoints, metrics.csv, samples and events.jsonl go to the
 run folder (default OUTPUT_DIR/NAME-training). Ctrl-C, SIGTERM or creating
 RUN_DIR/STOP saves a checkpoint and the LoRA so far, then exits; `--resume
 RUN_DIR` continues exactly. Multi-GPU: `accelerate launch -m lib_alignment train ...`.
+
+DDPO needs no data: `--method ddpo --reward jpeg_compressibility --prompts
+"a(n) [animal]" --epochs 50 --samples-per-epoch 32` samples the model, scores
+the images and trains on the reward (see the "DDPO" options).
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ _GROUP_TITLES = {
     "optimization": "optimisation",
     "hardware": "hardware",
     "output": "outputs and monitoring",
+    "ddpo": "DDPO (reinforcement learning on a reward)",
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a preference LoRA (DPO, KTO, MaPO) and write it in the WebUIs' format",
+        help="train a LoRA on preferences (DPO, KTO, MaPO) or a reward (DDPO) and write it in the WebUIs' format",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,7 +68,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs.update(metavar=f.name.upper())
             if "choices" in f.metadata:
                 kwargs.update(choices=list(f.metadata["choices"]), metavar="{" + ",".join(f.metadata["choices"]) + "}")
-        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        group.add_argument("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()), **kwargs)
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -85,14 +90,14 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import Trainer
+    from ..training import make_trainer
 
     try:
         config = build_config(args)
+        trainer = make_trainer(config, event_stream=sys.stdout if config.events_stdout else None)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    trainer = Trainer(config, event_stream=sys.stdout if config.events_stdout else None)
     try:
         result = trainer.train()
     except Exception as error:
@@ -105,9 +110,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         raise
     out = sys.stderr
+    if not getattr(trainer, "is_main", True):
+        return 1 if result.status == "error" else 0
     if result.status == "error":
         print(f"error: {result.message}", file=out)
         return 1
-    verb = "finished" if result.status == "finished" else f"stopped at step {result.step} of {result.total} (resume with --resume {config.resolved_run_dir()})"
+    if result.status == "finished":
+        verb = "finished"
+    elif result.status == "target_reached":
+        verb = f"reached the reward target {config.reward_target:g} at step {result.step} of {result.total}"
+    else:
+        verb = f"stopped at step {result.step} of {result.total} (resume with --resume {config.resolved_run_dir()})"
     print(f"training {verb}; wrote {result.outputs.get('lora')}", file=out)
     return 0

@@ -1,4 +1,4 @@
-"""`TrainConfig`: every option of a preference-training run, with its documentation and checks.
+"""`TrainConfig`: every option of a training run (DPO, KTO, MaPO, DDPO), with its documentation and checks.
 
 One dataclass feeds the command line (a flag per field), TOML config files,
 the WebUI tab and the metadata written into the LoRA, so an option is declared
@@ -17,7 +17,9 @@ from typing import Any
 
 from ..paths import safe_name
 
-METHODS = ("dpo", "kto", "mapo")
+METHODS = ("dpo", "kto", "mapo", "ddpo")
+#: Methods that learn from a reward on the model's own samples rather than from a dataset.
+REWARD_METHODS = ("ddpo",)
 
 #: β when `beta` is left unset: the papers' defaults in the convention each method documents.
 DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "mapo": 0.1}
@@ -33,21 +35,23 @@ class ConfigError(ValueError):
     """A bad option value; the message names the field."""
 
 
-def _opt(help: str, choices: tuple[str, ...] | None = None, group: str = "general") -> dict[str, Any]:
+def _opt(help: str, choices: tuple[str, ...] | None = None, group: str = "general", aliases: tuple[str, ...] = ()) -> dict[str, Any]:
     meta: dict[str, Any] = {"help": help, "group": group}
     if choices:
         meta["choices"] = choices
+    if aliases:
+        meta["aliases"] = aliases  # extra command-line spellings of the flag
     return meta
 
 
 @dataclass
 class TrainConfig:
-    """All options of a DPO / KTO / MaPO LoRA training run (see each field's help)."""
+    """All options of a DPO / KTO / MaPO / DDPO LoRA training run (see each field's help)."""
 
     # --- what to train -----------------------------------------------------------------------
-    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), kto (liked/disliked images) or mapo (pairs, no reference model).", METHODS, "run"))
+    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), kto (liked/disliked images), mapo (pairs, no reference model) or ddpo (a reward on the model's own samples).", METHODS, "run"))
     model: str = field(default="", metadata=_opt("Base model: 'tiny', 'tiny-random', a diffusers folder or a .safetensors/.ckpt checkpoint.", group="run"))
-    data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads.", group="run"))
+    data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads (not used by DDPO).", group="run"))
     output_dir: str = field(default="", metadata=_opt("Folder for NAME.safetensors and its sidecars (e.g. the WebUI's models/Lora).", group="run"))
     name: str = field(default="", metadata=_opt("Output name (file stem and ss_output_name).", group="run"))
     run_dir: str = field(default="", metadata=_opt("Folder for checkpoints, logs, samples and events; default OUTPUT_DIR/NAME-training.", group="run"))
@@ -77,6 +81,34 @@ class TrainConfig:
     kto_lambda_undesirable: float = field(default=1.0, metadata=_opt("KTO λ_U: weight of undesirable images.", group="objective"))
     mapo_snr_value: float = field(default=0.5, metadata=_opt("MaPO: the constant a in the score aL/(exp(aL)−1) of an image's error L.", group="objective"))
 
+    # --- DDPO: reinforcement learning on a reward (Black et al. 2023) ---------------------------
+    reward: str = field(default="", metadata=_opt(
+        "DDPO: the reward — jpeg_compressibility, jpeg_incompressibility, aesthetic:WEIGHTS,CLIP_DIR (the LAION predictor "
+        "from local files), preference:PAIRS_CSV[,CLIP_DIR] (fitted to Rank & Refine pairs), a Rank & Refine oracle "
+        "(brightness, colourfulness, color:VALUE, clip:CLIP_DIR) or package.module:function (images, prompt) -> scores.", group="ddpo"))
+    prompts: list[str] = field(default_factory=list, metadata=_opt(
+        "DDPO: prompts to sample — text, prompt files (.txt, one per line) or templates such as 'a(n) [animal]' "
+        "(slots: [animal] [activity] [color] [shape] [size] or [red|blue]).", group="ddpo"))
+    samples_per_epoch: int = field(default=32, metadata=_opt("DDPO: trajectories sampled per epoch, per process; a multiple of batch_size × gradient_accumulation_steps.", group="ddpo"))
+    rollout_batch_size: int = field(default=8, metadata=_opt("DDPO: trajectories sampled together in one batched pass.", group="ddpo"))
+    eta: float = field(default=1.0, metadata=_opt("DDPO: DDIM η of the sampler; > 0, so every step is a Gaussian with a log-probability.", group="ddpo"))
+    inner_epochs: int = field(default=1, metadata=_opt("DDPO: training passes over each epoch's trajectories.", group="ddpo"))
+    ddpo_estimator: str = field(default="is", metadata=_opt("DDPO: 'is' (DDPO_IS, the PPO clipped objective) or 'sf' (DDPO_SF, REINFORCE; on-policy, so inner_epochs 1).", ("is", "sf"), "ddpo"))
+    clip_range: float = field(default=1e-4, metadata=_opt("DDPO_IS: PPO clip range ε of the probability ratio.", group="ddpo"))
+    adv_clip_max: float = field(default=5.0, metadata=_opt("DDPO: advantages are clipped to ±this.", group="ddpo"))
+    timestep_fraction: float = field(default=1.0, metadata=_opt("DDPO: share of each trajectory's steps trained on (a random subset per trajectory).", group="ddpo"))
+    advantages: str = field(default="per_prompt", metadata=_opt(
+        "DDPO: reward normalisation — per_prompt (running mean/std per prompt, batch statistics until a prompt has "
+        "stat_min_count rewards), batch (this epoch's mean/std) or group (GRPO-style: the samples of the same prompt "
+        "this epoch; needs prompt_group_size ≥ 2).", ("per_prompt", "batch", "group"), "ddpo"))
+    stat_buffer_size: int = field(default=16, metadata=_opt("DDPO per_prompt advantages: rewards remembered per prompt.", group="ddpo"))
+    stat_min_count: int = field(default=16, metadata=_opt("DDPO per_prompt advantages: rewards a prompt needs before its own statistics are used.", group="ddpo"))
+    prompt_group_size: int = field(default=1, metadata=_opt("DDPO: each drawn prompt is sampled this many times per epoch (a divisor of samples_per_epoch).", group="ddpo"))
+    kl_samples: int = field(default=2, metadata=_opt(
+        "DDPO: trajectories per epoch also scored under the base model (adapters off) to log the KL drift "
+        "kl_to_base; each costs one more model pass per step (0 = off).", group="ddpo"))
+    reward_target: float | None = field(default=None, metadata=_opt("DDPO: stop once an epoch's mean reward reaches this (guards against over-optimising the reward).", group="ddpo"))
+
     # --- LoRA ----------------------------------------------------------------------------------
     rank: int = field(default=8, metadata=_opt("LoRA rank (network dim).", group="lora"))
     lora_alpha: float | None = field(default=None, metadata=_opt("LoRA alpha (network alpha); scale = alpha/rank. Default: equal to rank.", group="lora"))
@@ -88,9 +120,9 @@ class TrainConfig:
 
     # --- optimisation --------------------------------------------------------------------------
     max_train_steps: int = field(default=1000, metadata=_opt("Optimizer steps to train.", group="optimization"))
-    num_epochs: float | None = field(default=None, metadata=_opt("If set, train this many passes over the data instead of max_train_steps.", group="optimization"))
-    batch_size: int = field(default=2, metadata=_opt("Pairs (DPO/MaPO) or images (KTO) per process per micro-batch.", group="optimization"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_opt("Micro-batches per optimizer step.", group="optimization"))
+    num_epochs: float | None = field(default=None, metadata=_opt("If set, train this many passes over the data (DDPO: sampling rounds) instead of max_train_steps.", group="optimization", aliases=("--epochs",)))
+    batch_size: int = field(default=2, metadata=_opt("Pairs (DPO/MaPO), images (KTO) or trajectories (DDPO) per process per micro-batch.", group="optimization"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_opt("Micro-batches per optimizer step (DDPO: batches of trajectories, each over all its trained timesteps).", group="optimization"))
     learning_rate: float = field(default=1e-4, metadata=_opt("Peak learning rate of the LoRA weights.", group="optimization"))
     lr_scheduler: str = field(default="constant_with_warmup", metadata=_opt("Learning-rate schedule.", ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"), "optimization"))
     lr_warmup_steps: int = field(default=0, metadata=_opt("Steps of linear warm-up.", group="optimization"))
@@ -111,11 +143,11 @@ class TrainConfig:
     # --- outputs and monitoring ----------------------------------------------------------------
     checkpoint_every: int = field(default=500, metadata=_opt("Save a resumable checkpoint every N steps (0 = only at the end).", group="output"))
     checkpoints_keep: int = field(default=2, metadata=_opt("Checkpoints to keep (0 = all).", group="output"))
-    sample_every: int = field(default=0, metadata=_opt("Generate preview images every N steps (0 = never during training).", group="output"))
+    sample_every: int = field(default=0, metadata=_opt("Generate preview images every N steps (DDPO: every N epochs; 0 = never during training).", group="output"))
     sample_prompts: list[str] = field(default_factory=list, metadata=_opt("Prompts of the preview images; default: the first captions of the data.", group="output"))
     sample_seeds: list[int] = field(default_factory=lambda: [0], metadata=_opt("Seeds of the preview images (each prompt with each seed).", group="output"))
-    sample_steps: int = field(default=20, metadata=_opt("Sampling steps of preview images.", group="output"))
-    sample_cfg_scale: float = field(default=7.0, metadata=_opt("Guidance scale of preview images.", group="output"))
+    sample_steps: int = field(default=20, metadata=_opt("Sampling steps of preview images (DDPO: also of the training trajectories).", group="output"))
+    sample_cfg_scale: float = field(default=7.0, metadata=_opt("Guidance scale of preview images (DDPO: also of the training trajectories; ≤ 1 = no guidance).", group="output"))
     sample_sampler: str = field(default="DDIM", metadata=_opt("Sampler of preview images (see lib_alignment.generation.SAMPLERS).", group="output"))
     preview: bool = field(default=True, metadata=_opt("Write NAME.preview.png (first sample prompt and seed) next to the LoRA.", group="output"))
     log_every: int = field(default=1, metadata=_opt("Write metrics and a step event every N steps.", group="output"))
@@ -131,7 +163,7 @@ class TrainConfig:
     # ------------------------------------------------------------------------------------------
     @property
     def effective_beta(self) -> float:
-        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.method]
+        return float(self.beta) if self.beta is not None else DEFAULT_BETA.get(self.method, 0.0)
 
     @property
     def effective_alpha(self) -> float:
@@ -139,7 +171,9 @@ class TrainConfig:
 
     @property
     def data_kind(self) -> str:
-        """'pairs' for DPO and MaPO, 'labeled' for KTO."""
+        """'pairs' for DPO and MaPO, 'labeled' for KTO, 'rollouts' for DDPO."""
+        if self.method in REWARD_METHODS:
+            return "rollouts"
         return "labeled" if self.method == "kto" else "pairs"
 
     def resolved_run_dir(self) -> Path:
@@ -165,9 +199,14 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 bad(f.name, f"must be one of {', '.join(choices)}")
         if require_paths:
-            for name in ("model", "data", "output_dir", "name"):
+            needed = ("model", "output_dir", "name") + (("reward",) if self.method in REWARD_METHODS else ("data",))
+            for name in needed:
                 if not str(getattr(self, name)).strip():
                     problems.append(f"{name}: is required")
+            if self.method in REWARD_METHODS and not self.prompts:
+                problems.append("prompts: is required for DDPO (text, a prompt file or a template)")
+        if self.method in REWARD_METHODS:
+            self._validate_ddpo(bad)
         if self.name:
             try:
                 safe_name(self.name, "name")
@@ -221,6 +260,29 @@ class TrainConfig:
         if problems:
             raise ConfigError("invalid training options:\n  " + "\n  ".join(problems))
         return self
+
+    def _validate_ddpo(self, bad: Any) -> None:
+        for name in ("samples_per_epoch", "rollout_batch_size", "inner_epochs", "stat_buffer_size", "stat_min_count", "prompt_group_size"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "must be ≥ 1")
+        if self.kl_samples < 0:
+            bad("kl_samples", "must be ≥ 0")
+        for name in ("eta", "clip_range", "adv_clip_max"):
+            if not (float(getattr(self, name)) > 0 and math.isfinite(float(getattr(self, name)))):
+                bad(name, "must be > 0")
+        if not 0.0 < self.timestep_fraction <= 1.0:
+            bad("timestep_fraction", "must be in (0, 1]")
+        per_step = self.batch_size * self.gradient_accumulation_steps
+        if self.samples_per_epoch >= 1 and per_step >= 1 and self.samples_per_epoch % per_step:
+            bad("samples_per_epoch", f"must be a multiple of batch_size × gradient_accumulation_steps = {per_step}")
+        if self.prompt_group_size >= 1 and self.samples_per_epoch % self.prompt_group_size:
+            bad("samples_per_epoch", f"must be a multiple of prompt_group_size = {self.prompt_group_size}")
+        if self.advantages == "group" and self.prompt_group_size < 2:
+            bad("prompt_group_size", "must be ≥ 2 for group advantages (samples of one prompt are compared with each other)")
+        if self.reward_target is not None and not math.isfinite(self.reward_target):
+            bad("reward_target", "must be a finite number")
+        if self.cache_latents:
+            bad("cache_latents", "does not apply to DDPO, which trains on its own samples")
 
     # --- conversions ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

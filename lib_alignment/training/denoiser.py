@@ -78,13 +78,18 @@ class Denoiser(torch.nn.Module):
         input_ids: Sequence[torch.Tensor],
         repeat: int = 1,
         time_ids: torch.Tensor | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Prediction for noisy latents; captions are encoded once and repeated `repeat` times (pairs)."""
-        hidden, pooled = self.encode(input_ids)
+        """Prediction for noisy latents; captions are encoded once and repeated `repeat` times (pairs).
+
+        `encoded` passes text embeddings computed earlier (frozen text encoders: the
+        reference and trained passes share them).
+        """
+        hidden, pooled = self.encode(input_ids) if encoded is None else encoded
         if repeat > 1:
             hidden = hidden.repeat(repeat, 1, 1)
             pooled = pooled.repeat(repeat, 1) if pooled is not None else None
-        dtype = self.unet.dtype
+        dtype = self.unet.conv_in.weight.dtype  # (ModelMixin.dtype walks every module: slow per call)
         added = None
         if self.version == SDXL:
             if time_ids is None:

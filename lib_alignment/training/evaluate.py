@@ -3,7 +3,8 @@
 For a pair (x_w, x_l), the implicit reward margin of a diffusion model against
 its reference is E_{t,ε}[(e_ref(x_w) − e_θ(x_w)) − (e_ref(x_l) − e_θ(x_l))],
 the quantity DPO pushes above zero and KTO's rewards rank. It is estimated
-with `draws` shared (t, ε) draws per pair from a fixed seed; accuracy is the
+with `draws` shared (t, ε) draws per pair from a fixed seed, t stratified over
+the schedule; accuracy is the
 share of pairs with a positive margin (0.5 for a model equal to its reference).
 """
 
@@ -34,8 +35,9 @@ def pair_margins(trainer: Any, pairs: Any, draws: int = 8, seed: int = 1234, bat
             captions = [str(it["caption"]) for it in items]
             b = len(items)
             total = torch.zeros(b)
-            for _ in range(draws):
-                timesteps = torch.randint(0, steps, (b,), generator=generator).repeat(2).to(device)
+            for k in range(draws):  # stratified timesteps: draw k falls in the k-th of `draws` equal slices
+                offsets = torch.rand((b,), generator=generator)
+                timesteps = ((k + offsets) * steps / draws).long().clamp(max=steps - 1).repeat(2).to(device)
                 noise = torch.randn((b, *latents.shape[1:]), generator=generator).repeat(2, 1, 1, 1).to(device)
                 noisy, target = trainer.noisy_and_target(latents, noise, timesteps)
                 policy = denoising_errors(trainer.predict(noisy, timesteps, captions, 2, reference=False), target)

@@ -91,7 +91,7 @@ def training_metadata(
         "ss_seed": str(config.seed),
         "ss_num_train_images": str(num_images),
         "ss_network_dropout": str(config.lora_dropout),
-        "ss_training_comment": f"{METHOD_TITLES.get(config.method, config.method)} preference training (lib_alignment)",
+        "ss_training_comment": f"{METHOD_TITLES.get(config.method, config.method)} {'reward' if config.method == 'ddpo' else 'preference'} training (lib_alignment)",
         "lib_alignment_method": config.method,
         "lib_alignment_hyperparameters": json.dumps(hyperparameters, sort_keys=True),
         "lib_alignment_lora_targets": ",".join(config.lora_targets),
@@ -100,7 +100,7 @@ def training_metadata(
     return meta
 
 
-METHOD_TITLES = {"dpo": "Diffusion-DPO", "kto": "Diffusion-KTO", "mapo": "MaPO"}
+METHOD_TITLES = {"dpo": "Diffusion-DPO", "kto": "Diffusion-KTO", "mapo": "MaPO", "ddpo": "DDPO"}
 
 
 def _number(value: float) -> str:

@@ -1,10 +1,13 @@
-"""The training loop shared by DPO, KTO and MaPO (and, later, DDPO).
+"""The training loop shared by DPO, KTO, MaPO and DDPO.
 
 Explicit, diffusers-examples style: accelerate for devices, mixed precision and
 multi-process data parallelism; our own gradient accumulation, checkpoints
 (exact resume), cancellation, NaN guard, logging and export. A `Method`
 supplies the loss; `compute_loss` is the one place that runs the models, so a
-method with another data flow can subclass the Trainer and override it.
+method with another data flow can subclass the Trainer and override it, with
+the hooks `micro_batches_per_step`, `before_step`, `samples_due`,
+`epoch_progress`, `default_description`, `training_image_count` and
+`process_state` (DDPO's `training.ddpo.DDPOTrainer` does).
 """
 
 from __future__ import annotations
@@ -253,6 +256,35 @@ class Trainer:
             want = "pairs of images" if self.method.data_kind == "pairs" else "single labelled images"
             raise ValueError(f"method {self.method.name!r} trains on {want}, but the data holds {'pairs' if pairs else 'single images'}")
 
+    # ------------------------------------------------------------------ hooks for other data flows
+    @property
+    def micro_batches_per_step(self) -> int:
+        """Micro-batches accumulated into one optimizer step."""
+        return self.config.gradient_accumulation_steps
+
+    def before_step(self) -> str | None:
+        """Called before every optimizer step; a returned reason ends the run there (saved and exported)."""
+        return None
+
+    def samples_due(self, step: int) -> bool:
+        """Whether to save preview images after this step."""
+        every = self.config.sample_every
+        return bool(every) and step % every == 0
+
+    def epoch_progress(self) -> float:
+        """Epochs completed, for the logs."""
+        return self.stream.epoch_of(self.state.consumed)
+
+    def default_description(self) -> str:
+        """NAME.json's description when the user gave none."""
+        title = METHOD_TITLES.get(self.config.method, self.config.method)
+        kind = "pairs" if self.method.data_kind == "pairs" else "images"
+        return f"{title} LoRA of {self.model_name}, {self.state.step} steps, beta {self.method.beta:g}, rank {self.config.rank}, {len(self.dataset)} {kind}."
+
+    def training_image_count(self) -> int:
+        """ss_num_train_images of the metadata."""
+        return len(self.dataset) * (2 if self.method.data_kind == "pairs" else 1)
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         groups = [{"params": self.unet_params, "lr": cfg.learning_rate}]
@@ -348,15 +380,38 @@ class Trainer:
             return noisy, self.noise_scheduler.get_velocity(latents, noise, timesteps)
         return noisy, noise
 
-    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, captions: list[str], repeat: int, reference: bool = False) -> torch.Tensor:
-        """Prediction of the trained model, or (reference=True) of the base model with adapters off, without gradients."""
-        device = noisy.device
-        input_ids = self.denoiser.tokenize(captions, device)
-        time_ids = sdxl_time_ids(noisy.shape[0], self.resolution, device) if self.version == SDXL else None
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        captions: list[str],
+        repeat: int,
+        reference: bool = False,
+        conditioning: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Prediction of the trained model, or (reference=True) of the base model with adapters off, without gradients.
+
+        `conditioning` (from `condition`) reuses token ids, and text embeddings when the
+        text encoders are frozen, across the two passes of a micro-batch.
+        """
+        conditioning = conditioning if conditioning is not None else self.condition(captions, noisy.shape[0], noisy.device)
+        kwargs = {"repeat": repeat, "time_ids": conditioning["time_ids"], "encoded": conditioning.get("encoded")}
         if reference:
             with torch.no_grad(), adapters_disabled(self.adapter_layers):
-                return self.accelerator.unwrap_model(self.model)(noisy, timesteps, input_ids, repeat=repeat, time_ids=time_ids)
-        return self.model(noisy, timesteps, input_ids, repeat=repeat, time_ids=time_ids)
+                return self.accelerator.unwrap_model(self.model)(noisy, timesteps, conditioning["input_ids"], **kwargs)
+        return self.model(noisy, timesteps, conditioning["input_ids"], **kwargs)
+
+    def condition(self, captions: list[str], n: int, device: torch.device) -> dict[str, Any]:
+        """Token ids, SDXL size conditioning, and the text embeddings when the text encoders are frozen."""
+        input_ids = self.denoiser.tokenize(captions, device)
+        conditioning: dict[str, Any] = {
+            "input_ids": input_ids,
+            "time_ids": sdxl_time_ids(n, self.resolution, device) if self.version == SDXL else None,
+        }
+        if not self.config.train_text_encoder:
+            with torch.no_grad():
+                conditioning["encoded"] = self.denoiser.encode(input_ids)
+        return conditioning
 
     def compute_loss(self, batch: dict[str, Any]) -> MethodOutput:
         """Loss of one micro-batch: latents, shared or separate noise, reference pass, method."""
@@ -372,10 +427,11 @@ class Trainer:
         timesteps, noise = self.draw_noise(latents, pairs)
         noisy, target = self.noisy_and_target(latents, noise, timesteps)
         repeat = 2 if pairs else 1
+        conditioning = self.condition(captions, noisy.shape[0], noisy.device)
         reference_errors = None
         if self.method.needs_reference:  # first, so its activations are freed before the graph is built
-            reference_errors = denoising_errors(self.predict(noisy, timesteps, captions, repeat, reference=True), target)
-        policy_errors = denoising_errors(self.predict(noisy, timesteps, captions, repeat), target)
+            reference_errors = denoising_errors(self.predict(noisy, timesteps, captions, repeat, reference=True, conditioning=conditioning), target)
+        policy_errors = denoising_errors(self.predict(noisy, timesteps, captions, repeat, conditioning=conditioning), target)
         return self.method.loss(Errors(policy_errors, reference_errors), batch, reduce_mean=self.reduce_mean)
 
     def reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
@@ -393,7 +449,7 @@ class Trainer:
     def train_step(self, batches: Iterator[dict[str, Any]]) -> StepOutput:
         """Accumulate micro-batches, clip, step. Raises NonFiniteLoss before any update if a loss is NaN/Inf."""
         cfg = self.config
-        accum = cfg.gradient_accumulation_steps
+        accum = self.micro_batches_per_step
         totals: dict[str, float] = {}
         loss_total = 0.0
         self.optimizer.zero_grad(set_to_none=True)
@@ -432,6 +488,13 @@ class Trainer:
             tensors["scaler"] = scaler.state_dict()
         return tensors
 
+    def process_state(self) -> dict[str, Any]:
+        """What each process saves for itself (rng-RANK.bin): its random generators."""
+        return ckpt.rng_state(self.generator)
+
+    def restore_process_state(self, state: dict[str, Any]) -> None:
+        ckpt.restore_rng(state, self.generator)
+
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         acc.wait_for_everyone()
@@ -439,7 +502,7 @@ class Trainer:
             self.run_dir,
             self.state,
             self._tensors() if self.is_main else None,
-            ckpt.rng_state(self.generator),
+            self.process_state(),
             rank=self.rank,
         )
         acc.wait_for_everyone()
@@ -462,7 +525,7 @@ class Trainer:
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and "scaler" in tensors:
             scaler.load_state_dict(tensors["scaler"])
-        ckpt.restore_rng(ckpt.load_rng(folder, self.rank), self.generator)
+        self.restore_process_state(ckpt.load_rng(folder, self.rank))
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
@@ -525,6 +588,10 @@ class Trainer:
                 if self._should_stop():
                     reason = "cancelled"
                     break
+                ending = self.before_step()
+                if ending:
+                    reason = ending
+                    break
                 try:
                     out = self.train_step(batches)
                 except NonFiniteLoss as error:
@@ -540,9 +607,8 @@ class Trainer:
                     progress.update(1)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                     self.save_checkpoint()
-                if cfg.sample_every and step % cfg.sample_every == 0 and self.is_main and self.sampler is not None:
-                    paths = self.sampler.save(self.run_dir / "samples", step, autocast=acc.autocast())
-                    self.events.emit("sample", step=step, path=str(paths[0]) if paths else None, paths=[str(p) for p in paths])
+                if self.is_main and self.sampler is not None and self.samples_due(step):
+                    self.save_samples(step)
         finally:
             if progress is not None:
                 progress.close()
@@ -553,6 +619,12 @@ class Trainer:
             self._clear_stop_file()
         self.events.emit("done", step=self.state.step, total=total, reason=reason, outputs=outputs)
         return TrainResult(status=reason, step=self.state.step, total=total, outputs=outputs)
+
+    def save_samples(self, step: int) -> list[Path]:
+        """Preview images of this step into RUN_DIR/samples, announced by a "sample" event (main process)."""
+        paths = self.sampler.save(self.run_dir / "samples", step, autocast=self.accelerator.autocast())
+        self.events.emit("sample", step=step, path=str(paths[0]) if paths else None, paths=[str(p) for p in paths])
+        return paths
 
     def _log_step(self, out: StepOutput, total: int, session_start: float, session_steps: int, progress: Any) -> None:
         values = {"loss": out.loss, **out.metrics}
@@ -566,7 +638,7 @@ class Trainer:
         step = self.state.step
         per_step = (time.time() - session_start) / max(session_steps, 1)
         lr = float(self.lr_scheduler.get_last_lr()[0])
-        epoch = self.stream.epoch_of(self.state.consumed)
+        epoch = self.epoch_progress()
         row = {"step": step, "epoch": round(epoch, 4), "lr": lr, "elapsed": round(self.state.elapsed, 3), **values}
         self.metrics_log.write(row)
         self.events.emit("step", step=step, total=total, epoch=round(epoch, 4), loss=values["loss"], lr=lr,
@@ -577,6 +649,8 @@ class Trainer:
             shown = {"loss": f"{values['loss']:.4f}"}
             if "reward_accuracy" in values:
                 shown["acc"] = f"{values['reward_accuracy']:.2f}"
+            if "reward_mean" in values:
+                shown["reward"] = f"{values['reward_mean']:.4g}"
             progress.set_postfix(shown, refresh=False)
 
     def _stop_on_non_finite(self, error: NonFiniteLoss, progress: Any) -> TrainResult:
@@ -654,18 +728,14 @@ class Trainer:
                 started_at=self.state.started_at,
                 steps=self.state.step,
                 hyperparameters=self.method.hyperparameters(),
-                num_images=len(self.dataset) * (2 if self.method.data_kind == "pairs" else 1),
+                num_images=self.training_image_count(),
                 status=status,
             )
             lora_path = save_lora(cfg.output_path(), tensors, metadata, cfg.save_precision)
             preview = None
             if cfg.preview and self.sampler is not None and self.sampler.prompts:
                 preview = self.sampler.generate(prompts=self.sampler.prompts[:1], seeds=self.sampler.seeds[:1], autocast=acc.autocast())[0]
-            title = METHOD_TITLES.get(cfg.method, cfg.method)
-            description = cfg.description or (
-                f"{title} LoRA of {self.model_name}, {self.state.step} steps, beta {self.method.beta:g}, rank {cfg.rank}, "
-                f"{len(self.dataset)} {'pairs' if self.method.data_kind == 'pairs' else 'images'}."
-            )
+            description = cfg.description or self.default_description()
             sidecars = write_sidecars(lora_path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=status, preview=preview)
             outputs = {
                 "lora": str(lora_path),

@@ -1,19 +1,34 @@
-"""Training objectives: DPO, KTO and MaPO behind one `Method` interface."""
+"""Training objectives: DPO, KTO, MaPO and DDPO behind one `Method` interface."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .base import Errors, Method, MethodOutput, denoising_errors, weighted_mean
+from .ddpo import DDPO, ppo_loss, reinforce_loss
 from .dpo import DPO, dpo_logits
 from .kto import KTO
 from .mapo import MaPO, mapo_score
 
-METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "kto": KTO, "mapo": MaPO}
+METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "kto": KTO, "mapo": MaPO, "ddpo": DDPO}
 
 
 def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
     """The Method a TrainConfig asks for, with its options."""
+    if config.method == "ddpo":
+        return DDPO(
+            config.ddpo_estimator,
+            clip_range=config.clip_range,
+            adv_clip_max=config.adv_clip_max,
+            reward=config.reward,
+            eta=config.eta,
+            advantages=config.advantages,
+            inner_epochs=config.inner_epochs,
+            timestep_fraction=config.timestep_fraction,
+            samples_per_epoch=config.samples_per_epoch,
+            steps=config.sample_steps,
+            guidance_scale=config.sample_cfg_scale,
+        )
     beta = config.effective_beta
     if config.method == "dpo":
         return DPO(beta)
@@ -31,6 +46,7 @@ def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
 
 
 __all__ = [
+    "DDPO",
     "DPO",
     "KTO",
     "METHOD_CLASSES",
@@ -42,5 +58,7 @@ __all__ = [
     "denoising_errors",
     "dpo_logits",
     "mapo_score",
+    "ppo_loss",
+    "reinforce_loss",
     "weighted_mean",
 ]

@@ -82,6 +82,18 @@ def test_lora_at_initialisation_gives_ln2_and_half_through_the_model(tiny_random
     assert dpo.loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert kto.loss.item() == pytest.approx(0.5, abs=1e-6)
 
+    # once trained (non-zero up weights), switching adapters off gives exactly the base model
+    with torch.no_grad():
+        for p in params:
+            if p.ndim and p.shape[0] != 4:  # up weights: [out, rank]
+                p.add_(0.1)
+        base = tiny_random_pipe.unet(latents, t, hidden).sample
+        adapted = unet(latents, t, hidden).sample
+        with adapters_disabled(lora_layers([unet])):
+            reference = unet(latents, t, hidden).sample
+    assert (adapted - base).abs().max() > 1e-3
+    torch.testing.assert_close(reference, base, rtol=0, atol=1e-6)
+
 
 # --------------------------------------------------------------------- DPO
 def _dpo_transcription(eps, model, ref, beta, weights):

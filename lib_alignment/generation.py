@@ -10,7 +10,7 @@ behind the facade in `lib_alignment.webui`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -49,7 +49,9 @@ class GenerationSettings:
     def with_(self, **changes: Any) -> GenerationSettings:
         return replace(self, **changes)
 
-    def validate(self) -> None:
+    def validate(self, samplers: Collection[str] | None = None) -> None:
+        """Raise ValueError naming every bad field. samplers: the backend's names (None: any non-empty name,
+        so WebUI samplers such as "LMS" pass; DiffusersBackend checks against SAMPLERS)."""
         problems = []
         if self.steps < 1:
             problems.append(f"steps must be ≥ 1 (got {self.steps})")
@@ -57,8 +59,8 @@ class GenerationSettings:
             problems.append(f"width and height must be positive multiples of 8 (got {self.width}×{self.height})")
         if self.cfg_scale < 0:
             problems.append(f"cfg_scale must be ≥ 0 (got {self.cfg_scale})")
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler {self.sampler!r} is not one of {list(SAMPLERS)}")
+        if not self.sampler or (samplers is not None and self.sampler not in samplers):
+            problems.append(f"sampler {self.sampler!r} is not one of {list(samplers or SAMPLERS)}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -119,6 +121,9 @@ class DiffusersBackend:
     def default_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * self.vae_scale
 
+    def sampler_names(self) -> list[str]:
+        return list(SAMPLERS)
+
     def _scheduler(self, sampler: str) -> Any:
         import diffusers
 
@@ -132,7 +137,7 @@ class DiffusersBackend:
         prompts: Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        settings.validate()
+        settings.validate(SAMPLERS)
         n = initial_latents.shape[0]
         expected = (n, *self.latent_shape(settings.width, settings.height))
         if tuple(initial_latents.shape) != expected:

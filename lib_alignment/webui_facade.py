@@ -19,6 +19,7 @@ from typing import Any
 
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 _fallback_lock = threading.Lock()
+_lock_depth = threading.local()
 
 
 def webui_available() -> bool:
@@ -132,15 +133,81 @@ def output_dir() -> Path:
 
 @contextlib.contextmanager
 def queue_lock() -> Iterator[None]:
-    """The WebUI's generation queue lock, so our work never overlaps a txt2img run."""
+    """The WebUI's generation queue lock, so our work never overlaps a txt2img run.
+
+    Re-entrant for our own nesting (a `webui_task` around several generations holds it
+    once; the generations inside do not wait for themselves)."""
+    if getattr(_lock_depth, "value", 0):
+        _lock_depth.value += 1
+        try:
+            yield
+        finally:
+            _lock_depth.value -= 1
+        return
     if not webui_available():
-        with _fallback_lock:
+        lock: Any = _fallback_lock
+    else:
+        from modules.call_queue import queue_lock as lock
+    with lock:
+        _lock_depth.value = 1
+        try:
+            yield
+        finally:
+            _lock_depth.value = 0
+
+
+@contextlib.contextmanager
+def webui_task(id_task: str | None = None, job: str = "Rank & Refine") -> Iterator[None]:
+    """Run a unit of work as a WebUI job: queued under `id_task` (the page's progress bar polls
+    /internal/progress with it), then under the queue lock with `shared.state` begun (fresh
+    Interrupt flag, step counters) and ended. Outside the WebUI: just the fallback lock."""
+    if not webui_available():
+        with queue_lock():
             yield
         return
-    from modules.call_queue import queue_lock as lock
+    from modules import progress, shared
 
-    with lock:
-        yield
+    if id_task:
+        progress.add_task_to_queue(id_task)
+    with queue_lock():
+        shared.state.begin(job=job)
+        progress.start_task(id_task)
+        try:
+            yield
+        finally:
+            progress.finish_task(id_task)
+            shared.state.end()
+
+
+def interrupt() -> None:
+    """The WebUI's Interrupt: stops the running sampling (ours or txt2img's)."""
+    from modules import shared
+
+    shared.state.interrupt()
+
+
+class Interrupted(RuntimeError):
+    """The user pressed Interrupt while our images were being made."""
+
+
+def register_send_to_buttons(buttons: dict[str, Any], image_component: Any, infotext_component: Any) -> None:
+    """Wire "Send to txt2img/img2img" buttons the way the WebUI's own image panels do: the image
+    goes to the target tab, the infotext fills its prompt, seed, size... fields. Call it while the
+    tab is being built (the WebUI connects registered bindings after all tabs exist)."""
+    try:
+        from modules import infotext_utils as paste
+    except ImportError:  # before v1.8 the module had its old name
+        from modules import generation_parameters_copypaste as paste  # type: ignore[no-redef]
+
+    for tabname, button in buttons.items():
+        paste.register_paste_params_button(
+            paste.ParamBinding(
+                paste_button=button,
+                tabname=tabname,
+                source_text_component=infotext_component,
+                source_image_component=image_component,
+            )
+        )
 
 
 def api_credentials() -> dict[str, str]:
@@ -172,6 +239,9 @@ def api_dependencies() -> list[Any]:
             return True
         raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 
+    # With postponed annotations, FastAPI 0.94 (A1111) looks "HTTPBasicCredentials" up in this
+    # module's globals, where the local import is not: give it the class itself.
+    check.__annotations__ = {"creds": HTTPBasicCredentials, "return": bool}
     return [Depends(check)]
 
 
@@ -265,6 +335,8 @@ def txt2img_with_initial_noise(
             processed = processing.process_images(p)
     finally:
         p.close()
+    if getattr(shared.state, "interrupted", False):
+        raise Interrupted("interrupted: the images of this batch were not finished")
     images = list(processed.images[:n])
     if len(images) < n or len(captured) * batch_size < n:
         raise RuntimeError(f"the WebUI returned {len(images)} of {n} images (interrupted?)")

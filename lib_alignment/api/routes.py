@@ -20,4 +20,7 @@ def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -
     def health() -> dict[str, Any]:
         return {"status": "ok", "host": ctx.host, "model": ctx.model_source()}
 
+    from .refine_routes import refine_router
+
+    router.include_router(refine_router(ctx))
     app.include_router(router)

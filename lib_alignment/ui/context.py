@@ -27,6 +27,7 @@ class AppContext:
     lora_dir: Path
     _backend: Any = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _services: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def backend(self) -> Any:
         """The generation backend, created once and shared by every tab."""
@@ -34,6 +35,14 @@ class AppContext:
             if self._backend is None:
                 self._backend = self.backend_factory()
             return self._backend
+
+    def service(self, name: str, factory: Callable[[], Any]) -> Any:
+        """One shared object per context and name (say, the open refine sessions), made on first use,
+        so the tab and the API routes of one host see the same state."""
+        with self._lock:
+            if name not in self._services:
+                self._services[name] = factory()
+            return self._services[name]
 
     @property
     def in_webui(self) -> bool:

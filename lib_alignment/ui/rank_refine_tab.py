@@ -1,45 +1,412 @@
-"""The "Rank & Refine" tab: refine an image by ranking candidates (ZO-RankSGD on the initial noise)."""
+"""The "Rank & Refine" tab: refine an image by ranking candidates (ZO-RankSGD on the initial noise).
+
+Built by the same function in the standalone app and the WebUI (gradio 3.41, 4.40
+and current). Session state stays on the server (`RefineSessions`, persisted by
+the refine engine); the page holds only the session id, in a hidden textbox and
+in localStorage so a reload resumes. Ranking happens in the browser
+(javascript/alignment.js): it writes {"round", "order"} into a hidden textbox
+and clicks Next.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from ..generation import GenerationSettings, noise_from_seed
+from ..generation import SAMPLERS
 from .context import AppContext
+from .refine_sessions import (
+    LIMITS,
+    RefineRequest,
+    RefineSessions,
+    SessionNotFound,
+    StaleRound,
+    default_sampler,
+    for_context,
+    ordered_samplers,
+)
+from .refine_view import empty_board, round_board
 
 TITLE = "Rank & Refine"
 ELEM_ID = "alignment_rank_refine"
+HIDDEN = ["alignment-hidden"]
+_log = logging.getLogger(__name__)
+
+SAMPLER_NOTE = (
+    "Deterministic samplers come first and suit this best. Ancestral and SDE samplers (names ending in "
+    "“a”, or with SDE) add noise at every step; here that noise is fixed (seeded by the seed, the same "
+    "for every candidate), so results repeat, but part of the image is then decided by noise the "
+    "ranking cannot move."
+)
+
+
+def _id(name: str) -> str:
+    return f"{ELEM_ID}_{name}"
+
+
+def sampler_choices(ctx: AppContext) -> list[str]:
+    """The host's samplers, deterministic first (the WebUI's list inside it, diffusers' standalone)."""
+    names: list[str] = list(SAMPLERS)
+    if ctx.in_webui:
+        from .. import webui_facade
+
+        try:
+            names = webui_facade.sampler_names() or names
+        except Exception:  # noqa: BLE001 - a WebUI without its sampler list still gets a usable tab
+            _log.warning("could not read the WebUI's samplers; offering the built-in list", exc_info=True)
+    return ordered_samplers(names)
+
+
+def parse_order(text: str) -> tuple[list[int], int | None]:
+    """The ranking the page sends: {"round": r, "order": [...]}, a JSON list, or "3, 0, 5"."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("order: pick at least the best image (click it or press its number), then Next")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        items = [item for item in re.split(r"[\s,]+", text) if item]
+        if not all(item.isdigit() for item in items):
+            raise ValueError(f"order: expected candidate indices such as [2, 0, 5], got {text!r}") from None
+        data = [int(item) for item in items]
+    round_id = None
+    if isinstance(data, dict):
+        round_id = data.get("round")
+        data = data.get("order", [])
+    if not isinstance(data, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in data):
+        raise ValueError(f"order: expected a list of candidate indices, got {text!r}")
+    if not data:
+        raise ValueError("order: pick at least the best image (click it or press its number), then Next")
+    return data, (int(round_id) if isinstance(round_id, int) else None)
+
+
+def _session_id_of(label: str | None) -> str:
+    """The id at the start of a session dropdown label."""
+    return (label or "").split(" ", 1)[0].strip()
+
+
+class _Handlers:
+    """The tab's callbacks; each returns the board HTML (with a message or error) and the session id."""
+
+    def __init__(self, ctx: AppContext, sessions: RefineSessions) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+
+    def show(self, session_id: str | None, message: str | None = None, error: str | None = None) -> str:
+        """The board of a session's pending round, or the empty board (with the message) without one."""
+        if session_id:
+            try:
+                session, rnd = self.sessions.current(session_id)
+                return round_board(session_id, session, rnd, self.sessions.start_image(session), message, error)
+            except Exception as problem:  # noqa: BLE001 - shown to the user instead of the board
+                return empty_board(message, error or _describe(problem), forget=isinstance(problem, SessionNotFound))
+        return empty_board(message, error)
+
+    def guarded(self, session_id: str | None, step: Callable[[], tuple[str, str | None]]) -> tuple[str, str]:
+        """Run a step returning (session id, note); on failure keep showing the session with the error."""
+        try:
+            new_id, note = step()
+            return self.show(new_id, message=note), new_id
+        except StaleRound as problem:
+            return self.show(session_id, message=str(problem)), session_id or ""
+        except Exception as problem:  # noqa: BLE001 - every failure becomes a message on the board
+            if not isinstance(problem, (ValueError, LookupError, RuntimeError, OSError)):
+                _log.exception("Rank & Refine step failed")
+            return self.show(session_id, error=_describe(problem)), session_id or ""
+
+
+def _describe(problem: BaseException) -> str:
+    if isinstance(problem, (ValueError, LookupError, RuntimeError, OSError)):
+        return str(problem).strip("'\"") or type(problem).__name__
+    return f"{type(problem).__name__}: {problem}"
+
+
+def _reporter(progress: Any, what: str) -> Callable[[int, int], None]:
+    def report(step: int, total: int) -> None:
+        try:
+            progress((step, total), desc=what)
+        except Exception:  # noqa: BLE001 - progress display must never break a round
+            _log.debug("progress update failed", exc_info=True)
+
+    return report
+
+
+def _session_choices(sessions: RefineSessions) -> list[str]:
+    return [summary.label() for summary in sessions.summaries()]
 
 
 def build(ctx: AppContext) -> None:
     """Create the tab's components inside the current gradio context."""
-    gr.Markdown(
-        "Pick a prompt and a seed, then rank candidate images round by round; "
-        "each ranking moves the initial noise toward what you prefer."
-    )
-    with gr.Row():
-        with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", value="a red circle on a blue background", elem_id=f"{ELEM_ID}_prompt")
-            negative = gr.Textbox(label="Negative prompt", value="", elem_id=f"{ELEM_ID}_negative")
+    sessions = for_context(ctx)
+    handlers = _Handlers(ctx, sessions)
+    samplers = sampler_choices(ctx)
+    in_webui = ctx.in_webui
+
+    with gr.Row(elem_id=_id("layout")):
+        with gr.Column(scale=1, min_width=320, elem_id=_id("settings")):
+            prompt = gr.Textbox(
+                label="Prompt", lines=3, value="a red circle on a blue background", elem_id=_id("prompt")
+            )
+            negative = gr.Textbox(label="Negative prompt", lines=2, value="", elem_id=_id("negative"))
+            pull = gr.Button("Copy prompt and settings from txt2img", visible=in_webui, elem_id=_id("pull"))
             with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, elem_id=f"{ELEM_ID}_seed")
-                steps = gr.Slider(label="Steps", minimum=1, maximum=150, step=1, value=20, elem_id=f"{ELEM_ID}_steps")
-                cfg = gr.Slider(label="CFG scale", minimum=0, maximum=30, step=0.5, value=7.0, elem_id=f"{ELEM_ID}_cfg")
-            preview_button = gr.Button("Preview", variant="primary", elem_id=f"{ELEM_ID}_preview")
-        with gr.Column(scale=1):
-            image = gr.Image(label="Current image", type="pil", interactive=False, elem_id=f"{ELEM_ID}_current")
-            status = gr.Markdown("", elem_id=f"{ELEM_ID}_status")
+                seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id=_id("seed"))
+                steps = gr.Slider(
+                    label="Steps",
+                    minimum=LIMITS["steps"][0],
+                    maximum=LIMITS["steps"][1],
+                    step=1,
+                    value=20,
+                    elem_id=_id("steps"),
+                )
+            with gr.Row():
+                cfg = gr.Slider(label="CFG scale", minimum=0, maximum=30, step=0.5, value=7.0, elem_id=_id("cfg"))
+                sampler = gr.Dropdown(
+                    label="Sampler", choices=samplers, value=default_sampler(samplers), elem_id=_id("sampler")
+                )
+            with gr.Row():
+                width = gr.Slider(
+                    label="Width (0: the model's size)",
+                    minimum=0,
+                    maximum=LIMITS["size"][1],
+                    step=8,
+                    value=0,
+                    elem_id=_id("width"),
+                )
+                height = gr.Slider(
+                    label="Height (0: the model's size)",
+                    minimum=0,
+                    maximum=LIMITS["size"][1],
+                    step=8,
+                    value=0,
+                    elem_id=_id("height"),
+                )
+            gr.Markdown(SAMPLER_NOTE, elem_classes=["alignment-note-text"])
+            with gr.Accordion("Candidates and step size", open=False, elem_id=_id("params")):
+                m = gr.Slider(
+                    label="Candidates per round (m)",
+                    minimum=LIMITS["m"][0],
+                    maximum=LIMITS["m"][1],
+                    step=1,
+                    value=6,
+                    elem_id=_id("m"),
+                )
+                with gr.Row():
+                    mu = gr.Number(label="Exploration μ (noise change per candidate)", value=0.1, elem_id=_id("mu"))
+                    lr = gr.Number(label="Step size (line search)", value=2.0, elem_id=_id("lr"))
+                apply_params = gr.Button("Apply to the running session (from its next round)", elem_id=_id("apply"))
+            start = gr.Button("Start", variant="primary", elem_id=_id("start"))
+            with gr.Accordion("Earlier sessions", open=False, elem_id=_id("history")):
+                session_list = gr.Dropdown(label="Session", choices=_session_choices(sessions), elem_id=_id("sessions"))
+                with gr.Row():
+                    refresh = gr.Button("Refresh list", elem_id=_id("refresh"))
+                    resume = gr.Button("Resume", elem_id=_id("resume"))
+        with gr.Column(scale=3, elem_id=_id("main")):
+            if in_webui:  # the WebUI's progress bar goes above this anchor (javascript/alignment.js)
+                gr.HTML(
+                    f'<div id="{_id("progress_anchor")}"></div>',
+                    elem_id=_id("progress"),
+                    elem_classes=["alignment-progress"],
+                )
+            board = gr.HTML(empty_board(), elem_id=_id("board"))
+            with gr.Row(elem_id=_id("actions")):
+                next_button = gr.Button("Next", variant="primary", elem_id=_id("next"))
+                undo = gr.Button("Undo", elem_id=_id("undo"))
+                reset = gr.Button("Reset to the seed", elem_id=_id("reset"))
+                interrupt = gr.Button("Interrupt", visible=in_webui, elem_id=_id("interrupt"))
+            with gr.Accordion("Final image and preference data", open=True), gr.Row():
+                with gr.Column(scale=1, min_width=200):
+                    final_image = gr.Image(label="Final image", type="pil", interactive=False, elem_id=_id("final"))
+                with gr.Column(scale=2):
+                    save = gr.Button(
+                        "Save the current image (PNG with infotext + latent)",
+                        variant="primary",
+                        elem_id=_id("save"),
+                    )
+                    infotext = gr.Textbox(label="Infotext", lines=3, interactive=False, elem_id=_id("infotext"))
+                    saved = gr.Markdown("", elem_id=_id("saved"))
+                    with gr.Row(visible=in_webui):
+                        send = {
+                            "txt2img": gr.Button("Send to txt2img", elem_id=_id("send_txt2img")),
+                            "img2img": gr.Button("Send to img2img", elem_id=_id("send_img2img")),
+                        }
+                    prefs = gr.Button("Export preference data of all sessions (for DPO/KTO)", elem_id=_id("prefs"))
+                    prefs_info = gr.Markdown("", elem_id=_id("prefs_info"))
+    # What the page's script reads and writes: present in the DOM, hidden by style.css.
+    with gr.Row(elem_classes=HIDDEN):
+        session_box = gr.Textbox(value="", label="session", elem_id=_id("session"), elem_classes=HIDDEN)
+        order_box = gr.Textbox(value="", label="order", elem_id=_id("order"), elem_classes=HIDDEN)
+        task_box = gr.Textbox(value="", label="task", elem_id=_id("task"), elem_classes=HIDDEN)
+        auto_resume = gr.Button("resume", elem_id=_id("auto_resume"), elem_classes=HIDDEN)
 
-    def preview(prompt_text: str, negative_text: str, seed_value: float, steps_value: float, cfg_value: float) -> tuple[Any, str]:
-        backend = ctx.backend()
-        size = backend.default_size()
-        settings = GenerationSettings(
-            prompt=prompt_text, negative_prompt=negative_text, steps=int(steps_value), cfg_scale=float(cfg_value), width=size, height=size
+    if in_webui:
+        from .. import webui_facade
+
+        try:
+            webui_facade.register_send_to_buttons(send, final_image, infotext)
+        except Exception:  # noqa: BLE001 - the tab works without the buttons
+            _log.warning("could not register the Send to txt2img/img2img buttons", exc_info=True)
+        interrupt.click(lambda: webui_facade.interrupt(), inputs=[], outputs=[])
+    _ = pull  # handled by javascript/alignment.js (copies the txt2img fields in the page)
+
+    round_outputs = [board, session_box, order_box]
+
+    def on_start(
+        prompt_text,
+        negative_text,
+        seed_value,
+        steps_value,
+        cfg_value,
+        w,
+        h,
+        sampler_name,
+        m_value,
+        mu_value,
+        lr_value,
+        session_id,
+        task,
+        progress=gr.Progress(),  # noqa: B008 - gradio's way to ask for a progress tracker
+    ):
+        def step() -> tuple[str, str | None]:
+            request = RefineRequest(
+                prompt=prompt_text or "",
+                negative_prompt=negative_text or "",
+                seed=int(seed_value) if seed_value is not None else -1,
+                steps=int(steps_value),
+                cfg_scale=float(cfg_value),
+                width=int(w or 0) or None,
+                height=int(h or 0) or None,
+                sampler_name=sampler_name or None,
+                m=int(m_value),
+                mu=float(mu_value),
+                lr=float(lr_value),
+            )
+            new_id, session, _ = sessions.start(
+                request, task_id=task or None, progress=_reporter(progress, "Candidates")
+            )
+            return new_id, f"Started with seed {session.seed}."
+
+        html, new_id = handlers.guarded(session_id, step)
+        return html, new_id, "", gr.update(choices=_session_choices(sessions))
+
+    def on_next(session_id, order_text, task, progress=gr.Progress()):  # noqa: B008
+        def step() -> tuple[str, str | None]:
+            if not session_id:
+                raise SessionNotFound("press Start first")
+            order, round_id = parse_order(order_text)
+            sessions.rank(
+                session_id, order, round_id=round_id, task_id=task or None, progress=_reporter(progress, "Candidates")
+            )
+            return session_id, None
+
+        html, new_id = handlers.guarded(session_id, step)
+        return html, new_id, ""
+
+    def on_undo(session_id):
+        def step() -> tuple[str, str | None]:
+            if not session_id:
+                raise SessionNotFound("press Start first")
+            sessions.undo(session_id)
+            return session_id, "Took back the last ranking."
+
+        html, new_id = handlers.guarded(session_id, step)
+        return html, new_id, ""
+
+    def on_reset(session_id, task, progress=gr.Progress()):  # noqa: B008
+        def step() -> tuple[str, str | None]:
+            if not session_id:
+                raise SessionNotFound("press Start first")
+            sessions.reset(session_id, task_id=task or None, progress=_reporter(progress, "Candidates"))
+            return session_id, "Back at the seed's noise with new candidates (Undo returns to where you were)."
+
+        html, new_id = handlers.guarded(session_id, step)
+        return html, new_id, ""
+
+    settings_fields = [prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr]
+
+    def settings_of(session_id: str) -> list[Any]:
+        """The resumed session's settings back in the form, so Start repeats them and the page tells the truth."""
+        try:
+            session = sessions.get(session_id)
+        except Exception:  # noqa: BLE001 - the board already says why
+            return [gr.update()] * len(settings_fields)
+        st, params = session.settings, session.params
+        return [
+            st.prompt,
+            st.negative_prompt,
+            session.seed,
+            st.steps,
+            st.cfg_scale,
+            st.width,
+            st.height,
+            st.sampler if st.sampler in samplers else gr.update(),
+            params.m,
+            params.mu,
+            params.lr,
+        ]
+
+    def on_resume(session_id):
+        """The page's remembered session (reload) or the one picked from the list."""
+        session_id = (session_id or "").strip()
+        if not session_id:
+            return [empty_board(), "", "", *[gr.update()] * len(settings_fields)]
+        html, _ = handlers.guarded(None, lambda: (session_id, "Resumed."))
+        resumed = f'data-session="{session_id}"' in html
+        return [
+            html,
+            session_id if resumed else "",
+            "",
+            *(settings_of(session_id) if resumed else [gr.update()] * len(settings_fields)),
+        ]
+
+    def on_resume_selected(label):
+        return on_resume(_session_id_of(label))
+
+    def on_apply(session_id, m_value, mu_value, lr_value):
+        def step() -> tuple[str, str | None]:
+            if not session_id:
+                raise SessionNotFound("press Start first (these values are also used by Start)")
+            params = sessions.set_params(session_id, m=int(m_value), mu=float(mu_value), lr=float(lr_value))
+            return session_id, f"From the next round: m={params.m}, μ={params.mu:g}, step={params.lr:g}."
+
+        return handlers.guarded(session_id, step)
+
+    def on_save(session_id, task, progress=gr.Progress()):  # noqa: B008
+        try:
+            if not session_id:
+                raise SessionNotFound("press Start first")
+            result = sessions.export(session_id, task_id=task or None)
+        except Exception as problem:  # noqa: BLE001
+            return gr.update(), gr.update(), f"**Not saved:** {_describe(problem)}"
+        note = f"Saved `{result.image_path}` and the latent that regenerates it, `{result.latent_path.name}`."
+        return result.image, result.infotext, note
+
+    def on_prefs():
+        try:
+            out = sessions.export_preferences()
+        except Exception as problem:  # noqa: BLE001
+            return f"**No preference data:** {_describe(problem)}"
+        return (
+            f"{out.rounds} ranked rounds → {out.pairs} pairs in `{out.pairs_csv}` (DPO) and "
+            f"{out.kto_rows} rows in `{out.kto_csv}` (KTO)."
         )
-        latents = noise_from_seed(int(seed_value), (1, *backend.latent_shape(size, size)))
-        result = backend.generate(settings, latents)
-        return result.images[0], f"Seed {int(seed_value)} · {size}×{size} · {backend.model_name}"
 
-    preview_button.click(preview, inputs=[prompt, negative, seed, steps, cfg], outputs=[image, status])
+    start.click(
+        on_start,
+        inputs=[prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, session_box, task_box],
+        outputs=[*round_outputs, session_list],
+    )
+    next_button.click(on_next, inputs=[session_box, order_box, task_box], outputs=round_outputs)
+    undo.click(on_undo, inputs=[session_box], outputs=round_outputs)
+    reset.click(on_reset, inputs=[session_box, task_box], outputs=round_outputs)
+    auto_resume.click(on_resume, inputs=[session_box], outputs=[*round_outputs, *settings_fields])
+    resume.click(on_resume_selected, inputs=[session_list], outputs=[*round_outputs, *settings_fields])
+    refresh.click(lambda: gr.update(choices=_session_choices(sessions)), inputs=[], outputs=[session_list])
+    apply_params.click(on_apply, inputs=[session_box, m, mu, lr], outputs=[board, session_box])
+    save.click(on_save, inputs=[session_box, task_box], outputs=[final_image, infotext, saved])
+    prefs.click(on_prefs, inputs=[], outputs=[prefs_info])

@@ -9,7 +9,38 @@ from . import paths
 
 cmd_opts = types.SimpleNamespace(lora_dir=os.path.join(paths.models_path, "Lora"), api_auth=None)
 device = torch.device("cpu")
-state = types.SimpleNamespace(interrupted=False, job_count=-1, sampling_step=0)
+
+
+class State:
+    """The parts of modules.shared_state.State that jobs touch: begin/end reset flags, interrupt sets one."""
+
+    def __init__(self):
+        self.interrupted = False
+        self.skipped = False
+        self.job = ""
+        self.job_count = -1
+        self.job_no = 0
+        self.sampling_step = 0
+        self.jobs_begun = []
+
+    def begin(self, job="(unknown)"):
+        self.interrupted = False
+        self.skipped = False
+        self.job = job
+        self.job_count = -1
+        self.job_no = 0
+        self.sampling_step = 0
+        self.jobs_begun.append(job)
+
+    def end(self):
+        self.job = ""
+        self.job_count = 0
+
+    def interrupt(self):
+        self.interrupted = True
+
+
+state = State()
 
 
 class FakeCheckpointInfo:

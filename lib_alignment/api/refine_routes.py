@@ -1,0 +1,206 @@
+"""HTTP API of Rank & Refine, under /alignment/v1 (the WebUI's API auth applies when set).
+
+    POST /refine                 {"prompt", "negative_prompt", "seed", "steps", "cfg_scale", "width",
+                                  "height", "sampler_name", "m", "mu", "lr"} → a round (below)
+    POST /refine/{id}/rank       {"order": [display indices, best first], "round": optional} → next round
+    POST /refine/{id}/undo       → the previous round again
+    POST /refine/{id}/reset      → back to the seed's noise (undo-able)
+    POST /refine/{id}/params     {"m", "mu", "lr"} (any of them) → state; applies from the next round
+    POST /refine/{id}/export     → {"image": PNG with infotext, "infotext", "image_file", "latent_file"}
+    GET  /refine/{id}            → state (?images=false leaves the images out)
+    GET  /refine                 → {"sessions": [...]}, newest first
+
+A round is {"id", "round", "type", "roles", "images": [base64 PNG, display order], "current":
+base64 PNG of the current point, "rounds_ranked", "can_undo"}. Errors: 422 names the field,
+404 unknown id, 409 a ranking for a round no longer shown / nothing to undo / session made
+with another model / interrupted. Request models work with pydantic 1 (A1111) and 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, Field, StrictInt
+
+from ..ui.refine_sessions import (
+    LIMITS,
+    RefineRequest,
+    SessionNotFound,
+    SessionUnavailable,
+    StaleRound,
+    for_context,
+)
+
+_PYDANTIC_2 = int(pydantic.VERSION.split(".")[0]) >= 2
+
+
+class _Strict(BaseModel):
+    """Unknown fields are an error (a misspelt "sampler" must not silently fall back to a default)."""
+
+    if _PYDANTIC_2:
+        model_config = {"extra": "forbid"}
+    else:
+
+        class Config:
+            extra = "forbid"
+
+
+class RefineStartBody(_Strict):
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = Field(-1, ge=-1, lt=2**32, description="-1 draws a seed")
+    steps: int = Field(20, ge=LIMITS["steps"][0], le=LIMITS["steps"][1])
+    cfg_scale: float = Field(7.0, ge=LIMITS["cfg_scale"][0], le=LIMITS["cfg_scale"][1])
+    width: int | None = Field(None, description="pixels, multiple of 8; default: the model's size")
+    height: int | None = Field(None, description="pixels, multiple of 8; default: the model's size")
+    sampler_name: str | None = Field(None, description="one of the host's samplers; default: a deterministic one")
+    m: int = Field(6, ge=LIMITS["m"][0], le=LIMITS["m"][1], description="candidates per round")
+    mu: float = Field(0.1, gt=0, le=LIMITS["mu"][1], description="perturbation scale")
+    lr: float = Field(2.0, gt=0, le=LIMITS["lr"][1], description="line-search step")
+
+
+class RankBody(_Strict):
+    order: list[StrictInt] = Field(..., description="display indices, best first: all, the top k, or just the best")
+    round: int | None = Field(
+        None, description="the round ranked; a mismatch answers 409 instead of ranking another round"
+    )
+
+
+class ParamsBody(_Strict):
+    m: int | None = Field(None, ge=LIMITS["m"][0], le=LIMITS["m"][1])
+    mu: float | None = Field(None, gt=0, le=LIMITS["mu"][1])
+    lr: float | None = Field(None, gt=0, le=LIMITS["lr"][1])
+
+
+def _fields(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump() if _PYDANTIC_2 else model.dict()
+
+
+def png_base64(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def round_payload(session_id: str, session: Any, rnd: Any, images: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": session_id,
+        "round": rnd.id,
+        "type": rnd.round_type,
+        "roles": list(rnd.roles),
+        "rounds_ranked": session.rounds_ranked,
+        "can_undo": session.can_undo,
+    }
+    if images:
+        body["images"] = [png_base64(image) for image in rnd.images]
+        body["current"] = png_base64(rnd.current_image)
+    return body
+
+
+def state_payload(session_id: str, session: Any, images: bool) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    rnd = session.current_round
+    body: dict[str, Any] = {
+        "id": session_id,
+        "seed": session.seed,
+        "model": session.backend.model_name,
+        "settings": {key: value for key, value in asdict(session.settings).items() if key != "extra"},
+        "params": asdict(session.params),
+        "rounds": session.round_ids,
+        "rounds_ranked": session.rounds_ranked,
+        "can_undo": session.can_undo,
+        "round": rnd.id if rnd is not None else None,
+    }
+    if rnd is not None:
+        body.update(
+            {key: value for key, value in round_payload(session_id, session, rnd, images).items() if key not in body}
+        )
+    return body
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    """Run a session step; map its errors onto HTTP statuses with the message."""
+    from fastapi import HTTPException
+
+    from ..webui_facade import Interrupted
+
+    try:
+        return fn()
+    except SessionNotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    except (StaleRound, SessionUnavailable, Interrupted) as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    except ValueError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from error
+
+
+def refine_router(ctx: Any) -> Any:
+    """The /refine routes over the host context's sessions (mounted by `register_routes`)."""
+    from fastapi import APIRouter
+
+    router = APIRouter(tags=["Rank & Refine"])
+    sessions = for_context(ctx)
+
+    @router.get("/refine")
+    def list_sessions() -> dict[str, Any]:
+        return {"sessions": [summary.__dict__ for summary in sessions.summaries()]}
+
+    @router.post("/refine")
+    def start(body: RefineStartBody) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            session_id, session, first = sessions.start(RefineRequest(**_fields(body)))
+            return round_payload(session_id, session, first)
+
+        return _call(run)
+
+    @router.get("/refine/{session_id}")
+    def state(session_id: str, images: bool = True) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            session, _ = sessions.current(session_id)
+            return state_payload(session_id, session, images)
+
+        return _call(run)
+
+    @router.post("/refine/{session_id}/rank")
+    def rank(session_id: str, body: RankBody) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            nxt = sessions.rank(session_id, body.order, round_id=body.round)
+            return round_payload(session_id, sessions.get(session_id), nxt)
+
+        return _call(run)
+
+    @router.post("/refine/{session_id}/undo")
+    def undo(session_id: str) -> dict[str, Any]:
+        return _call(lambda: round_payload(session_id, sessions.get(session_id), sessions.undo(session_id)))
+
+    @router.post("/refine/{session_id}/reset")
+    def reset(session_id: str) -> dict[str, Any]:
+        return _call(lambda: round_payload(session_id, sessions.get(session_id), sessions.reset(session_id)))
+
+    @router.post("/refine/{session_id}/params")
+    def params(session_id: str, body: ParamsBody) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            sessions.set_params(session_id, m=body.m, mu=body.mu, lr=body.lr)
+            return state_payload(session_id, sessions.get(session_id), images=False)
+
+        return _call(run)
+
+    @router.post("/refine/{session_id}/export")
+    def export(session_id: str) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            result = sessions.export(session_id)
+            return {
+                "image": base64.b64encode(result.image_path.read_bytes()).decode("ascii"),
+                "infotext": result.infotext,
+                "image_file": result.image_path.name,
+                "latent_file": result.latent_path.name,
+            }
+
+        return _call(run)
+
+    return router

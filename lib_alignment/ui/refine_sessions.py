@@ -1,0 +1,360 @@
+"""Rank & Refine sessions of one host, by id: what the tab and the HTTP API share.
+
+A session lives in <output_dir>/refine/<id>/ (id: 32 hex digits from uuid4, so a
+client-given id can never name another folder) and is driven by
+`lib_alignment.refine.RefineSession`, which persists every step. This module
+adds what both front ends need on top: request validation with messages that
+name the field, a small cache of open sessions, the WebUI job around every
+generation (queue lock, progress bar, Interrupt), stale-submission checks, and
+the session list for "resume".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import shutil
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..generation import ANCESTRAL_SAMPLERS, SAMPLERS, GenerationSettings, ProgressCallback
+from ..paths import confine
+
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+SERVICE_NAME = "refine_sessions"
+MAX_OPEN = 8
+LIMITS = {
+    "steps": (1, 150),
+    "cfg_scale": (0.0, 30.0),
+    "size": (64, 2048),
+    "m": (3, 16),
+    "mu": (1e-4, 10.0),
+    "lr": (1e-4, 100.0),
+}
+#: Sampler names whose steps add fresh noise (A1111: "… a", SDE variants, Restart, LCM).
+_STOCHASTIC = re.compile(r"( a$|\bSDE\b|^Restart$|^LCM$)")
+PREFERRED_SAMPLERS = ("DPM++ 2M", "DDIM", "Euler")
+
+
+class SessionNotFound(LookupError):
+    """No session with this id in the output folder."""
+
+
+class SessionUnavailable(RuntimeError):
+    """The session exists but cannot be opened here (another model is loaded, damaged folder)."""
+
+
+class StaleRound(RuntimeError):
+    """A ranking was sent for a round that is no longer the pending one (double submit, other tab)."""
+
+
+def is_stochastic_sampler(name: str) -> bool:
+    """True for samplers that add noise at each step; their noise is fixed per candidate here."""
+    return name in ANCESTRAL_SAMPLERS or bool(_STOCHASTIC.search(name))
+
+
+def ordered_samplers(names: Sequence[str]) -> list[str]:
+    """Deterministic samplers first (they suit refining the initial noise), each group in host order."""
+    return [n for n in names if not is_stochastic_sampler(n)] + [n for n in names if is_stochastic_sampler(n)]
+
+
+def default_sampler(names: Sequence[str]) -> str:
+    return next((n for n in PREFERRED_SAMPLERS if n in names), next(iter(ordered_samplers(names)), "DDIM"))
+
+
+@dataclass
+class RefineRequest:
+    """What starts a session; field names follow the A1111 API (sampler_name, cfg_scale).
+
+    seed -1 draws one; width/height None or 0 use the model's native size; sampler None
+    takes a deterministic default.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int | None = None
+    height: int | None = None
+    sampler_name: str | None = None
+    m: int = 6
+    mu: float = 0.1
+    lr: float = 2.0
+
+    def problems(self, samplers: Sequence[str]) -> list[str]:
+        """One "field: message" per bad field."""
+        out = []
+        if not isinstance(self.prompt, str):
+            out.append("prompt: must be a string")
+        if not isinstance(self.negative_prompt, str):
+            out.append("negative_prompt: must be a string")
+        if not (self.seed == -1 or 0 <= self.seed < 2**32):
+            out.append(f"seed: must be -1 (random) or 0..{2**32 - 1} (got {self.seed})")
+        out += _range("steps", self.steps, *LIMITS["steps"])
+        out += _range("cfg_scale", self.cfg_scale, *LIMITS["cfg_scale"])
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value:
+                low, high = LIMITS["size"]
+                if not low <= value <= high or value % 8:
+                    out.append(
+                        f"{name}: must be a multiple of 8 in {low}..{high}, or 0 for the model's size (got {value})"
+                    )
+        if self.sampler_name and self.sampler_name not in samplers:
+            out.append(f"sampler_name: {self.sampler_name!r} is not one of {list(samplers)}")
+        out += params_problems(self.m, self.mu, self.lr)
+        return out
+
+
+def params_problems(m: int | None, mu: float | None, lr: float | None) -> list[str]:
+    out: list[str] = []
+    for name, value in (("m", m), ("mu", mu), ("lr", lr)):
+        if value is not None:
+            out += _range(name, value, *LIMITS[name])
+    return out
+
+
+def _range(name: str, value: float, low: float, high: float) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        return [f"{name}: must be a number in {low:g}..{high:g} (got {value!r})"]
+    return []
+
+
+@dataclass
+class SessionSummary:
+    id: str
+    prompt: str
+    seed: int
+    rounds: int
+    model: str
+    updated: str
+
+    def label(self) -> str:
+        """Dropdown text; starts with the id so it can be read back without a (label, value) pair."""
+        prompt = self.prompt if len(self.prompt) <= 48 else self.prompt[:47] + "…"
+        return f"{self.id} · {self.updated[:16].replace('T', ' ')} · round {self.rounds} · {prompt}"
+
+
+class RefineSessions:
+    """The open sessions of one host context (see `for_context`)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._guards: dict[str, threading.RLock] = {}
+
+    @property
+    def root(self) -> Path:
+        return Path(self.ctx.output_dir) / "refine"
+
+    # ----- ids, folders, cache ---------------------------------------------------------------
+
+    def folder(self, session_id: str) -> Path:
+        if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+            raise SessionNotFound(f"no refine session {session_id!r} (ids are 32 hex digits)")
+        return confine(self.root, session_id, "session id")
+
+    def get(self, session_id: str) -> Any:
+        """The session, from the cache or reopened from its folder (after a restart)."""
+        from ..refine import RefineSession
+
+        folder = self.folder(session_id)
+        with self._lock:
+            session = self._open.get(session_id)
+            if session is not None:
+                self._open.move_to_end(session_id)
+                return session
+        if not (folder / "session.json").is_file():
+            raise SessionNotFound(f"no refine session {session_id!r} in {self.root}")
+        try:
+            session = RefineSession.load(folder, self.ctx.backend())
+        except (ValueError, FileNotFoundError) as error:
+            raise SessionUnavailable(str(error)) from error
+        return self._remember(session_id, session)
+
+    def guard(self, session_id: str) -> Any:
+        """A lock per session id: a check (pending round, can undo) and the step it allows happen together."""
+        with self._lock:
+            return self._guards.setdefault(session_id, threading.RLock())
+
+    def _remember(self, session_id: str, session: Any) -> Any:
+        with self._lock:
+            existing = self._open.setdefault(session_id, session)
+            self._open.move_to_end(session_id)
+            while len(self._open) > MAX_OPEN:
+                self._open.popitem(last=False)
+            return existing
+
+    def summaries(self) -> list[SessionSummary]:
+        """Sessions in the output folder, newest first (read from session.json; no model needed)."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for folder in self.root.iterdir():
+            path = folder / "session.json"
+            if not SESSION_ID.match(folder.name) or not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                out.append(
+                    SessionSummary(
+                        id=folder.name,
+                        prompt=str(data["settings"]["prompt"]),
+                        seed=int(data["seed"]),
+                        rounds=len(data.get("rounds", [])),
+                        model=str(data.get("model", "")),
+                        updated=str(data.get("updated", "")),
+                    )
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged folder is skipped here; opening it reports why
+        return sorted(out, key=lambda s: s.updated, reverse=True)
+
+    # ----- the loop ---------------------------------------------------------------------------
+
+    def samplers(self) -> list[str]:
+        backend = self.ctx.backend()
+        names = backend.sampler_names() if hasattr(backend, "sampler_names") else list(SAMPLERS)
+        return list(names)
+
+    @contextlib.contextmanager
+    def job(self, task_id: str | None) -> Iterator[None]:
+        """Generation inside the WebUI runs as a WebUI job (queue lock, progress, Interrupt)."""
+        if not self.ctx.in_webui:
+            yield
+            return
+        from .. import webui_facade
+
+        with webui_facade.webui_task(task_id or None):
+            yield
+
+    def start(
+        self, request: RefineRequest, task_id: str | None = None, progress: ProgressCallback | None = None
+    ) -> tuple[str, Any, Any]:
+        """A new session and its first round: (id, session, round)."""
+        from ..refine import RefineParams, RefineSession
+
+        backend = self.ctx.backend()
+        samplers = self.samplers()
+        problems = request.problems(samplers)
+        if problems:
+            raise ValueError("; ".join(problems))
+        size = backend.default_size()
+        seed = request.seed if request.seed != -1 else random.randrange(2**32)
+        settings = GenerationSettings(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=int(request.steps),
+            cfg_scale=float(request.cfg_scale),
+            width=int(request.width or size),
+            height=int(request.height or size),
+            sampler=request.sampler_name or default_sampler(samplers),
+            noise_seed=seed,
+        )
+        params = RefineParams(m=int(request.m), mu=float(request.mu), lr=float(request.lr), optimizer_seed=seed)
+        session_id = uuid.uuid4().hex
+        folder = self.folder(session_id)
+        session = RefineSession.create(folder, backend, settings, seed, params)
+        try:
+            with self.job(task_id):
+                first = session.start(progress=progress)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._remember(session_id, session)
+        return session_id, session, first
+
+    def current(self, session_id: str, progress: ProgressCallback | None = None) -> tuple[Any, Any]:
+        """(session, pending round); renders the first round of a session whose start was cut off."""
+        with self.guard(session_id):
+            session = self.get(session_id)
+            if session.current_round is None:
+                with self.job(None):
+                    session.start(progress=progress)
+            return session, session.current_round
+
+    def rank(
+        self,
+        session_id: str,
+        order: Sequence[int],
+        round_id: int | None = None,
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Any:
+        with self.guard(session_id):
+            session, pending = self.current(session_id)
+            if round_id is not None and int(round_id) != pending.id:
+                raise StaleRound(f"round: the ranking is for round {round_id}, but round {pending.id} is shown")
+            try:
+                with self.job(task_id):
+                    return session.rank(list(order), progress=progress)
+            except ValueError as error:
+                raise ValueError(f"order: {error}") from error
+
+    def undo(self, session_id: str) -> Any:
+        with self.guard(session_id):
+            session, _ = self.current(session_id)
+            if not session.can_undo:
+                raise StaleRound("nothing to undo: this is the session's first round")
+            return session.undo()
+
+    def reset(self, session_id: str, task_id: str | None = None, progress: ProgressCallback | None = None) -> Any:
+        with self.guard(session_id):
+            session, _ = self.current(session_id)
+            with self.job(task_id):
+                return session.reset(progress=progress)
+
+    def set_params(
+        self, session_id: str, m: int | None = None, mu: float | None = None, lr: float | None = None
+    ) -> Any:
+        problems = params_problems(m, mu, lr)
+        if problems:
+            raise ValueError("; ".join(problems))
+        session = self.get(session_id)
+        return session.set_params(m=None if m is None else int(m), mu=mu, lr=lr)
+
+    def export(self, session_id: str, task_id: str | None = None) -> Any:
+        """The current image rendered alone, with infotext, and its latent, in <output_dir>/refined/."""
+        session, _ = self.current(session_id)
+        stem = f"{session_id[:8]}-seed{session.seed}-r{session.rounds_ranked:03d}"
+        with self.job(task_id):
+            return session.export(Path(self.ctx.output_dir) / "refined", stem)
+
+    def export_preferences(self) -> Any:
+        """pairs.csv / kto.csv over every session's ranked rounds, for the DPO/KTO trainers."""
+        from ..refine import export_preferences
+
+        folders = [self.folder(s.id) for s in self.summaries()]
+        if not folders:
+            raise SessionNotFound(f"no refine sessions in {self.root} yet")
+        return export_preferences(sorted(folders), Path(self.ctx.output_dir) / "preferences" / "rank_refine")
+
+    # ----- views ------------------------------------------------------------------------------
+
+    def start_image(self, session: Any) -> Image.Image | None:
+        """The seed's own image (the current image of the oldest live round), to compare against."""
+        ids = session.round_ids
+        if not ids:
+            return None
+        path = session.folder / "rounds" / f"{int(ids[0]):04d}" / "current.png"
+        if not path.is_file():
+            return None
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+
+
+def for_context(ctx: Any) -> RefineSessions:
+    """The one RefineSessions of a host context (shared by its tab and its routes)."""
+    return ctx.service(SERVICE_NAME, lambda: RefineSessions(ctx))

@@ -1,0 +1,1 @@
+"""Helpers for the tests that drive the standalone app in headless Chromium."""

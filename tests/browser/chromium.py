@@ -1,0 +1,147 @@
+"""Headless Chromium (selenium 4, the system's chromium + chromedriver) against a `serve` subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CHROMIUM = os.environ.get("ALIGNMENT_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("ALIGNMENT_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+
+def skip_without_chromium() -> None:
+    """Skip (with the reason) where the browser, its driver or selenium is missing."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (Path(path).is_file() or shutil.which(path)):
+            pytest.skip(f"{path} is not installed (apt packages chromium and chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -r requirements-test.txt)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(output_dir: Path, model: str = "tiny-random", timeout: float = 120) -> Iterator[str]:
+    """`python -m lib_alignment serve` on a free loopback port, with this interpreter (so its gradio)."""
+    port = free_port()
+    log = open(output_dir.parent / f"serve-{port}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lib_alignment",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--output-dir",
+            str(output_dir),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                urllib.request.urlopen(url + "alignment/v1/health", timeout=5).read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("serve did not answer in time") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="alignment-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """Poll until condition() is truthy (exceptions count as not yet)."""
+    deadline = time.time() + timeout
+    last: Exception | None = None
+    while time.time() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as error:  # noqa: BLE001 - elements come and go while gradio renders
+            last = error
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+def set_component_value(driver: Any, elem_id: str, value: str) -> None:
+    """Type into a gradio Textbox/Number/Slider by its elem_id, the way the page's own script does."""
+    driver.execute_script(
+        """
+        var el = document.getElementById(arguments[0]);
+        var input = el.matches('textarea, input') ? el
+            : (el.querySelector('textarea') || el.querySelector('input[type=number]') || el.querySelector('input'));
+        input.value = arguments[1];
+        input.dispatchEvent(new Event('input', {bubbles: true}));
+        input.dispatchEvent(new Event('change', {bubbles: true}));
+        """,
+        elem_id,
+        value,
+    )

@@ -11,8 +11,12 @@
 #
 # torch goes in first and is held by a constraint in every later pip call, so nothing can pull
 # another torch (and GBs of CUDA wheels). A torch already in DIR (say a CUDA build) is kept.
+# TORCH_FROM=VENV hard-links torch (and what it brought) from another environment of the same Python
+# instead of installing it again (.ci/run does this for its three stacks).
 # PYTHON picks the interpreter (default python3.11). DIR/freeze.txt records what was installed;
 # with RECORD_LOCK=1 it is also copied to constraints/locks/STACK.txt.
+# Packages go in without byte-compiling (--no-compile): Python compiles what is imported, on import,
+# which on 2 cores is minutes cheaper than compiling all of torch, transformers and gradio.
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -45,7 +49,7 @@ esac
 start=$SECONDS
 say() { echo "[make_venv $STACK +$((SECONDS - start))s] $*"; }
 # pip warns about every entry of a find-links/index folder it cannot use; that is noise here.
-pip_install() { "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+pip_install() { "$VPY" -m pip install --disable-pip-version-check --progress-bar off --no-compile -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 if [[ ! -x $DIR/bin/python ]]; then
     PY=${PYTHON:-python3.11}
@@ -56,9 +60,19 @@ fi
 VPY=$DIR/bin/python
 mkdir -p "$DIR/stack"
 
+site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 if ! "$VPY" -c "import torch" 2>/dev/null; then
-    say "installing torch 2.13.0"
-    pip_install torch==2.13.0
+    if [[ -n ${TORCH_FROM:-} ]]; then
+        say "linking torch from $TORCH_FROM"
+        from=$(site_of "$TORCH_FROM/bin/python")
+        to=$(site_of "$VPY")
+        for entry in "$from"/*; do
+            [[ -e $to/$(basename "$entry") ]] || cp -al "$entry" "$to/" || cp -a "$entry" "$to/"
+        done
+    else
+        say "installing torch 2.13.0"
+        pip_install torch==2.13.0
+    fi
 fi
 TORCH_PIN=$DIR/stack/torch-pin.txt
 echo "torch==$("$VPY" -c 'import importlib.metadata as m; print(m.version("torch"))')" >"$TORCH_PIN"

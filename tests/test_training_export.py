@@ -174,3 +174,22 @@ def test_sdxl_export_uses_te1_te2_keys_and_loads_in_diffusers(tmp_path: Path):
         out_a = trained.unet(x, torch.tensor([300]), hidden, added_cond_kwargs=cond).sample
         out_b = fresh.unet(x, torch.tensor([300]), hidden, added_cond_kwargs=cond).sample
     assert (out_a - out_b).abs().max() < 1e-4
+
+
+def test_model_version_detection_and_its_metadata():
+    from types import SimpleNamespace
+
+    from lib_alignment.training.denoiser import detect_version
+
+    def pipe(cross, addition=None, second=None):
+        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(cross_attention_dim=cross, addition_embed_type=addition)), text_encoder_2=second)
+
+    assert detect_version(pipe(768)) == "sd1"
+    assert detect_version(pipe(1024)) == "sd2"
+    assert detect_version(pipe(2048, "text_time", object())) == "sdxl"
+    config = TrainConfig(model="m", data="d", output_dir="o", name="n")
+    sd2 = training_metadata(config, "sd2", "m", 0, 1, {}, 2)
+    sdxl = training_metadata(config, "sdxl", "m", 0, 1, {}, 2)
+    assert (sd2["ss_base_model_version"], sd2["ss_v2"]) == ("sd_v2", "True")
+    assert sdxl["ss_base_model_version"].startswith("sdxl_") and sdxl["ss_v2"] == "False"
+

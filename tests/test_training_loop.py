@@ -70,8 +70,11 @@ def _fresh_pipe():
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path, pair_csv: Path):
     """6 steps in one go vs 3 steps, Ctrl-C (a real SIGINT), then --resume: bitwise-equal LoRA and optimizer."""
     randomness = dict(max_train_steps=6, gradient_accumulation_steps=2, lora_dropout=0.2, caption_dropout=0.3, checkpoint_every=3, lr_scheduler="linear", lr_warmup_steps=2)
-    whole = Trainer(_config(tmp_path / "a", pair_csv, **randomness), pipe=_fresh_pipe())
+    # previews every 2 steps in the uninterrupted run only: sampling must not disturb the training's randomness
+    whole = Trainer(_config(tmp_path / "a", pair_csv, sample_every=2, sample_steps=2, sample_seeds=[3], **randomness), pipe=_fresh_pipe())
     assert whole.train().status == "finished"
+    samples = [e for e in read_events(whole.run_dir / "events.jsonl") if e["event"] == "sample"]
+    assert [e["step"] for e in samples] == [2, 4, 6] and all(Path(p).is_file() for e in samples for p in e["paths"])
 
     def interrupt_at_step_3(event):
         if event["event"] == "step" and event["step"] == 3:

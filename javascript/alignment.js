@@ -14,7 +14,8 @@
     var STORE_SESSION = "alignmentRefine.session";
     var STORE_BEST_ONLY = "alignmentRefine.bestOnly";
     var SESSION_ID = /^[0-9a-f]{32}$/;
-    var ACTIONS = ["start", "next", "undo", "reset", "save"];
+    // Buttons whose requests may generate: in the WebUI they get a task id for its progress bar.
+    var ACTIONS = ["start", "next", "reset", "save"];
     var state = { board: null, render: null, key: "", picks: [], busy: false, drag: null, suppressClick: false, resumeTried: false };
 
     // gradio mounts inside a shadow root in some versions; find our elements either way.

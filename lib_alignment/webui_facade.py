@@ -179,6 +179,18 @@ def webui_task(id_task: str | None = None, job: str = "Rank & Refine") -> Iterat
             shared.state.end()
 
 
+def end_webui_task(id_task: str | None) -> None:
+    """Mark a task the page announced as finished even if it never ran (a request refused before
+    any generation), so the page's progress bar goes away at once instead of waiting on it."""
+    if not id_task or not webui_available():
+        return
+    from modules import progress
+
+    progress.pending_tasks.pop(id_task, None)
+    if id_task not in progress.finished_tasks:
+        progress.finish_task(id_task)
+
+
 def interrupt() -> None:
     """The WebUI's Interrupt: stops the running sampling (ours or txt2img's)."""
     from modules import shared

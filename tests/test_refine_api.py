@@ -185,7 +185,9 @@ def test_routes_drive_a_session_through_the_webui_sampler(webui_app, fake_webui)
     body = response.json()
     assert len(body["images"]) == 6 and _pixels(body["images"][0]).shape == (128, 128, 3)  # the fake model's size
     assert fake_webui.shared.state.jobs_begun == ["Rank & Refine"]  # the WebUI's job state (progress, Interrupt)
-    assert fake_webui.progress.current_task is None
+    from modules import progress
+
+    assert progress.current_task is None and "Rank & Refine" in fake_webui.shared.state.jobs_begun
     line = client.post(f"{API}/{body['id']}/rank", json={"order": [5, 1, 3]}).json()
     j = line["roles"].index("rank best")
     after = client.post(f"{API}/{body['id']}/rank", json={"order": [j]}).json()
@@ -229,3 +231,35 @@ def test_webui_api_auth_guards_the_refine_routes(webui_app, fake_webui):
     started = client.post(API, json=request, auth=("alice", "secret"))
     assert started.status_code == 200
     assert client.get(f"{API}/{started.json()['id']}", auth=("alice", "secret")).status_code == 200
+
+
+def test_switching_the_webui_checkpoint_pauses_open_sessions(webui_app, fake_webui):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(webui_app())
+    session_id = client.post(API, json={"prompt": "p", "sampler_name": "Euler", "steps": 2, "m": 3}).json()["id"]
+    shared = fake_webui.shared
+    original = shared.sd_model
+    shared.sd_model = shared.FakeSDModel(original.sd_checkpoint_info.filename.replace("tiny", "other"))
+    for response in (client.get(f"{API}/{session_id}"), client.post(f"{API}/{session_id}/rank", json={"order": [0]})):
+        assert response.status_code == 409 and "model" in response.json()["detail"]
+    shared.sd_model = original
+    assert client.post(f"{API}/{session_id}/rank", json={"order": [0]}).json()["round"] == 2
+
+
+def test_webui_tasks_of_the_page_always_finish(fake_webui, monkeypatch):
+    """The page's progress bar polls its task id: a generating request and a refused one both end it."""
+    from lib_alignment.ui import webui_tabs
+    from lib_alignment.ui.refine_sessions import RefineRequest, for_context
+
+    monkeypatch.setattr(webui_tabs, "_context", None)
+    from modules import progress
+
+    sessions = for_context(webui_tabs.webui_context())
+    sessions.start(RefineRequest(prompt="p", sampler_name="Euler", steps=2, m=3), task_id="task(one)")
+    assert "task(one)" in progress.finished_tasks and progress.current_task is None and not progress.pending_tasks
+    progress.add_task_to_queue("task(two)")  # the page announced it; the request is then refused
+    with pytest.raises(ValueError, match="steps"):
+        sessions.start(RefineRequest(prompt="p", steps=0), task_id="task(two)")
+    sessions.end_task("task(two)")
+    assert "task(two)" in progress.finished_tasks and not progress.pending_tasks

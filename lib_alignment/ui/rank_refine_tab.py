@@ -107,8 +107,12 @@ class _Handlers:
                 return empty_board(message, error or _describe(problem), forget=isinstance(problem, SessionNotFound))
         return empty_board(message, error)
 
-    def guarded(self, session_id: str | None, step: Callable[[], tuple[str, str | None]]) -> tuple[str, str]:
-        """Run a step returning (session id, note); on failure keep showing the session with the error."""
+    def guarded(
+        self, session_id: str | None, step: Callable[[], tuple[str, str | None]], task: str | None = None
+    ) -> tuple[str, str]:
+        """Run a step returning (session id, note); on failure keep showing the session with the error.
+
+        task: the WebUI progress-bar id the page sent with the request; it is closed in every case."""
         try:
             new_id, note = step()
             return self.show(new_id, message=note), new_id
@@ -118,6 +122,8 @@ class _Handlers:
             if not isinstance(problem, (ValueError, LookupError, RuntimeError, OSError)):
                 _log.exception("Rank & Refine step failed")
             return self.show(session_id, error=_describe(problem)), session_id or ""
+        finally:
+            self.sessions.end_task(task)
 
 
 def _describe(problem: BaseException) -> str:
@@ -291,7 +297,7 @@ def build(ctx: AppContext) -> None:
             )
             return new_id, f"Started with seed {session.seed}."
 
-        html, new_id = handlers.guarded(session_id, step)
+        html, new_id = handlers.guarded(session_id, step, task)
         return html, new_id, "", gr.update(choices=_session_choices(sessions))
 
     def on_next(session_id, order_text, task, progress=gr.Progress()):  # noqa: B008
@@ -304,7 +310,7 @@ def build(ctx: AppContext) -> None:
             )
             return session_id, None
 
-        html, new_id = handlers.guarded(session_id, step)
+        html, new_id = handlers.guarded(session_id, step, task)
         return html, new_id, ""
 
     def on_undo(session_id):
@@ -324,7 +330,7 @@ def build(ctx: AppContext) -> None:
             sessions.reset(session_id, task_id=task or None, progress=_reporter(progress, "Candidates"))
             return session_id, "Back at the seed's noise with new candidates (Undo returns to where you were)."
 
-        html, new_id = handlers.guarded(session_id, step)
+        html, new_id = handlers.guarded(session_id, step, task)
         return html, new_id, ""
 
     settings_fields = [prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr]
@@ -376,13 +382,15 @@ def build(ctx: AppContext) -> None:
 
         return handlers.guarded(session_id, step)
 
-    def on_save(session_id, task, progress=gr.Progress()):  # noqa: B008
+    def on_save(session_id, task):
         try:
             if not session_id:
                 raise SessionNotFound("press Start first")
             result = sessions.export(session_id, task_id=task or None)
         except Exception as problem:  # noqa: BLE001
             return gr.update(), gr.update(), f"**Not saved:** {_describe(problem)}"
+        finally:
+            sessions.end_task(task)
         note = f"Saved `{result.image_path}` and the latent that regenerates it, `{result.latent_path.name}`."
         return result.image, result.infotext, note
 

@@ -150,7 +150,7 @@ class RefineSessions:
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._open: OrderedDict[str, tuple[Any, str]] = OrderedDict()  # id → (session, its model's name)
         self._lock = threading.Lock()
         self._guards: dict[str, threading.RLock] = {}
 
@@ -171,8 +171,17 @@ class RefineSessions:
 
         folder = self.folder(session_id)
         with self._lock:
-            session = self._open.get(session_id)
-            if session is not None:
+            entry = self._open.get(session_id)
+            if entry is not None:
+                session, model = entry
+                if session.backend.model_name != model:
+                    # The WebUI switched checkpoints under an open session: the same latents would give
+                    # other images. Drop it; switching back reopens it from its folder.
+                    del self._open[session_id]
+                    raise SessionUnavailable(
+                        f"session {session_id} was made with model {model!r}, but {session.backend.model_name!r} "
+                        "is loaded now; load that model again to continue it"
+                    )
                 self._open.move_to_end(session_id)
                 return session
         if not (folder / "session.json").is_file():
@@ -190,7 +199,7 @@ class RefineSessions:
 
     def _remember(self, session_id: str, session: Any) -> Any:
         with self._lock:
-            existing = self._open.setdefault(session_id, session)
+            existing, _ = self._open.setdefault(session_id, (session, session.backend.model_name))
             self._open.move_to_end(session_id)
             while len(self._open) > MAX_OPEN:
                 self._open.popitem(last=False)
@@ -238,6 +247,13 @@ class RefineSessions:
 
         with webui_facade.webui_task(task_id or None):
             yield
+
+    def end_task(self, task_id: str | None) -> None:
+        """The page's progress bar for this request can go (also when the request never generated)."""
+        if self.ctx.in_webui and task_id:
+            from .. import webui_facade
+
+            webui_facade.end_webui_task(task_id)
 
     def start(
         self, request: RefineRequest, task_id: str | None = None, progress: ProgressCallback | None = None

@@ -5,7 +5,8 @@ A checkpoint is a folder RUN_DIR/checkpoints/step-NNNNNN/ holding
 - state.bin: LoRA parameters (exact, by module name), optimizer, LR schedule and
   loss-scaler state (torch.save; read back with weights_only=True);
 - rng-RANK.bin: each process's generators (global torch, CUDA, the trainer's
-  noise/timestep generator, Python's `random`).
+  noise/timestep generator, Python's `random`), plus what else a trainer keeps
+  per process (`Trainer.process_state`: DDPO's current epoch of trajectories).
 It is written into a temporary folder and renamed, so a folder that exists is complete.
 Tensors use `.bin` rather than `.safetensors` so the WebUI's Lora list, which
 scans the Lora folder recursively, does not offer them as LoRAs.

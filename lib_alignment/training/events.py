@@ -11,10 +11,14 @@ and "run" (the output name). Kinds and their other fields:
 - "step": "step", "total", "epoch" (passes over the data, fractional), "loss",
   "lr", "elapsed" (seconds, including earlier sessions of a resumed run),
   "eta" (seconds left), and the method's metrics: "reward_accuracy",
-  "reward_margin" for all methods; "kl" (KTO); see `Method.metric_names`.
-- "sample": "step", "path" (first image), "paths" (all preview images of that step).
+  "reward_margin" for the preference methods; "kl" (KTO); DDPO: "reward_mean",
+  "reward_std", "kl_to_base" (of the epoch's samples; null when not estimated),
+  "approx_kl", "clipfrac", "ratio", "advantage_abs"; see `Method.metric_names`.
+- "sample": "step", "path" (first image), "paths" (all preview images of that step);
+  DDPO adds "epoch" and "rewards" (one per preview image).
 - "checkpoint": "step", "path" (the checkpoint folder; `--resume` accepts it).
-- "done": "step", "total", "reason" ("finished" or "cancelled"), "outputs"
+- "done": "step", "total", "reason" ("finished", "cancelled", or "target_reached"
+  when DDPO's reward_target was met), "outputs"
   (paths: "lora", "metadata" (NAME.json), "preview" or null, "checkpoint" or null).
 - "error": "message", "kind" ("non_finite_loss", "data", "config" or
   "exception"), "step", and "outputs" when the last good weights were saved.

@@ -122,6 +122,8 @@ def test_trainable_state_round_trips_bit_for_bit(tiny_random_pipe):
     add_lora(c, 8, 8, 0.0, ["to_q", "proj_in"])
     with pytest.raises(ValueError, match="shape"):
         load_trainable_state(c, trainable_state(a))
+    with pytest.raises(ValueError, match="already carries a LoRA"):
+        add_lora(c, 4, 4, 0.0, ["to_q"])
 
 
 @needs_peft_backend

@@ -29,6 +29,8 @@ def add_lora(
     """
     from peft import LoraConfig, inject_adapter_in_model
 
+    if getattr(model, "peft_config", None):
+        raise ValueError(f"the {what} already carries a LoRA adapter (a pipeline trained before?): pass a freshly loaded model")
     model.requires_grad_(False)
     config = LoraConfig(
         r=int(rank),

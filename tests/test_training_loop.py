@@ -68,7 +68,8 @@ def _fresh_pipe():
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path, pair_csv: Path):
-    """6 steps in one go vs 3 steps, Ctrl-C (a real SIGINT), then --resume: bitwise-equal LoRA and optimizer."""
+    """6 steps in one go vs 3 steps, Ctrl-C (a real SIGINT), then --resume: bitwise-equal LoRA and optimizer.
+    Then a process killed outright after step 5 and resumed from its step-3 checkpoint: the same weights again."""
     randomness = dict(max_train_steps=6, gradient_accumulation_steps=2, lora_dropout=0.2, caption_dropout=0.3, checkpoint_every=3, lr_scheduler="linear", lr_warmup_steps=2)
     # previews every 2 steps in the uninterrupted run only: sampling must not disturb the training's randomness
     whole = Trainer(_config(tmp_path / "a", pair_csv, sample_every=2, sample_steps=2, sample_seeds=[3], **randomness), pipe=_fresh_pipe())
@@ -101,6 +102,31 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path, pair_
     assert [e["reason"] for e in events if e["event"] == "done"] == ["cancelled", "finished"]
     starts = [e for e in events if e["event"] == "start"]
     assert (starts[1]["resumed"], starts[1]["step"]) == (True, 3)
+
+    # a hard kill (no handler runs) after step 5: --resume goes back to the step-3 checkpoint and redoes 4 and 5
+    import subprocess
+    import sys
+
+    killed_config = _config(tmp_path / "c", pair_csv, **randomness)
+    script = (
+        "import json, os, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from lib_alignment.models.tiny import tiny_random_pipeline\n"
+        "from lib_alignment.training import TrainConfig, Trainer\n"
+        "die = lambda e: os._exit(9) if e['event'] == 'step' and e['step'] == 5 else None\n"
+        "Trainer(TrainConfig.from_dict(json.loads(sys.argv[1])), pipe=tiny_random_pipeline(seed=0), listeners=[die]).train()\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script, killed_config.to_json()], cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 9, done.stderr[-2000:]
+    killed_dir = killed_config.resolved_run_dir()
+    assert not killed_config.output_path().exists()
+    after_kill = Trainer(_config(tmp_path / "c", pair_csv, resume=str(killed_dir), **randomness), pipe=_fresh_pipe())
+    assert after_kill.train().step == 6
+    got = trainable_state(after_kill.pipe.unet)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    rows = (killed_dir / "metrics.csv").read_text().strip().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.slow

@@ -52,7 +52,8 @@ def merge_kohya_lora(pipe: Any, path: Path, weight: float = 1.0) -> int:
             delta = up @ down
         with torch.no_grad():
             target = module.weight
-            target.add_((weight * alpha / rank * delta).reshape(target.shape).to(target.dtype, target.device))
+            scaled = (weight * alpha / rank * delta).reshape(target.shape)
+            target.add_(scaled.to(device=target.device, dtype=target.dtype))
     return len(bases)
 
 

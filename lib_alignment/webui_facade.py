@@ -375,3 +375,53 @@ def sampler_names() -> list[str]:
 def max_batch_size() -> int:
     """The largest batch the WebUI's txt2img accepts (its batch-size slider's maximum, 8)."""
     return 8
+
+
+# --- training jobs ---------------------------------------------------------------------------
+
+
+def python_executable() -> str:
+    """The WebUI's own interpreter (its venv), which runs our trainer's command line."""
+    import sys
+
+    return sys.executable
+
+
+def model_on_gpu() -> bool:
+    """Whether the WebUI's model currently sits on a CUDA device (and so holds GPU memory)."""
+    from modules import shared
+
+    model = getattr(shared, "sd_model", None)
+    if model is None:
+        return False
+    device = getattr(model, "device", None)
+    if device is None:
+        device = getattr(shared, "device", None)
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+def unload_model() -> None:
+    """Move the WebUI's model off the GPU, as /sdapi/v1/unload-checkpoint does (A1111 and Forge)."""
+    from modules import sd_models
+
+    with queue_lock():
+        sd_models.unload_model_weights()
+
+
+def reload_model() -> None:
+    """Put the WebUI's model back on its device, as /sdapi/v1/reload-checkpoint does."""
+    from modules import sd_models, shared
+
+    with queue_lock():
+        if getattr(shared, "sd_model", None) is not None:
+            sd_models.send_model_to_device(shared.sd_model)
+
+
+def save_tokenizer(folder: Path) -> Path | None:
+    """Write the loaded model's CLIP tokenizer to `folder` (for a trainer started without a local one)."""
+    tokenizer = webui_tokenizer()
+    if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))
+    return folder

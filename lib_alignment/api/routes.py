@@ -23,4 +23,7 @@ def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -
     from .refine_routes import refine_router
 
     router.include_router(refine_router(ctx))
+    from .job_routes import jobs_router
+
+    router.include_router(jobs_router(ctx))
     app.include_router(router)

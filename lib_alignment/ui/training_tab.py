@@ -1,31 +1,665 @@
-"""The "Alignment Training" tab: DPO / KTO / DDPO LoRA jobs on the loaded checkpoint."""
+"""The "Alignment Training" tab: DPO / KTO / MaPO / DDPO LoRA jobs on the loaded checkpoint.
+
+Left: a new job (method, dataset or reward and prompts, the dataset's
+validation report, a memory preset or advanced settings, the name). Right:
+the selected job (progress bar with speed and ETA, loss/reward plot, sample
+images, log tail, cancel/resume, before/after grid) and every past job. The
+jobs themselves live in lib_alignment.jobs: a separate trainer process whose
+events file the tab polls every two seconds, so a page reload or a closed
+browser loses nothing.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
 
+from ..jobs import RANK_REFINE, DatasetError, JobBusy, JobConflict, JobNotFound, JobRequest, RequestError, runner_for
+from ..jobs.datasets import data_methods, stage_upload
+from ..jobs.plot import render_curves
+from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options
+from . import training_view as view
+from .compat import file_path, poll
 from .context import AppContext
 
 TITLE = "Alignment Training"
 ELEM_ID = "alignment_training"
+POLL_SECONDS = 2.0
+
+SOURCE_PATH = "A file or folder"
+SOURCE_UPLOAD = "Upload"
+SOURCE_REFINE = "My Rank & Refine rankings"
+
+#: Options shown under "Advanced settings" (the ones that exist in the installed trainer).
+ADVANCED = (
+    "beta",
+    "rank",
+    "lora_alpha",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "resolution",
+    "mixed_precision",
+    "gradient_checkpointing",
+    "optimizer",
+    "cache_latents",
+    "device",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "train_text_encoder",
+    "tie_policy",
+    "checkpoint_every",
+    "sample_every",
+    "sample_prompts",
+    "sample_seeds",
+    "sample_steps",
+    "seed",
+    "save_precision",
+)
+#: Left empty, these are chosen by the job (every tenth of the run).
+AUTO = ("checkpoint_every", "sample_every")
+#: Shown in their own places, not among the advanced settings.
+ELSEWHERE = (
+    "method",
+    "model",
+    "data",
+    "name",
+    "output_dir",
+    "run_dir",
+    "resume",
+    "stop_file",
+    "events_stdout",
+    "progress_bar",
+    "max_train_steps",
+    "learning_rate",
+    "skip_bad_rows",
+    "reward",
+    "prompts",
+)
 
 
-def list_loras(ctx: AppContext) -> list[str]:
-    if not ctx.lora_dir.is_dir():
-        return []
-    return sorted(p.name for p in ctx.lora_dir.glob("*.safetensors"))
+def _id(name: str) -> str:
+    return f"{ELEM_ID}_{name}"
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    from ..training.config import TrainConfig
+
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _method_specific(fields: dict[str, dataclasses.Field], methods: tuple[str, ...]) -> dict[str, list[str]]:
+    """Options that belong to one method: named after it (kto_*, mapo_*) or in its option group (ddpo)."""
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for name, f in fields.items():
+        if name in ELSEWHERE:
+            continue
+        for method in methods:
+            if name.startswith(method + "_") or f.metadata.get("group") == method:
+                out[method].append(name)
+                break
+    return out
+
+
+def _component(name: str, f: dataclasses.Field, default: Any) -> Any:
+    """A gradio input for one trainer option, built from its type, choices and help."""
+    from ..training.config import field_kind
+
+    kind = field_kind(f)
+    help_text = f.metadata.get("help", "")
+    label = name.replace("_", " ")
+    elem_id = _id("opt_" + name)
+    if kind == "bool":
+        return gr.Checkbox(label=label, value=bool(default), info=help_text, elem_id=elem_id)
+    if "choices" in f.metadata:
+        return gr.Dropdown(
+            label=label, choices=list(f.metadata["choices"]), value=default, info=help_text, elem_id=elem_id
+        )
+    if kind.startswith("list["):
+        text = "\n".join(str(v) for v in default or [])
+        return gr.Textbox(label=label, value=text, lines=2, info=help_text + " (one per line)", elem_id=elem_id)
+    if kind in ("int", "float") and name not in AUTO:
+        return gr.Number(
+            label=label, value=default, precision=0 if kind == "int" else None, info=help_text, elem_id=elem_id
+        )
+    placeholder = "auto: every tenth of the run" if name in AUTO else ("default" if default is None else "")
+    return gr.Textbox(
+        label=label,
+        value="" if default is None or name in AUTO else str(default),
+        placeholder=placeholder,
+        info=help_text,
+        elem_id=elem_id,
+    )
+
+
+def _option_value(name: str, f: dataclasses.Field, value: Any) -> tuple[bool, Any]:
+    """(send it?, value) for a component's value: empty optional/auto text means "let the trainer/job decide"."""
+    from ..training.config import field_kind
+
+    kind = field_kind(f)
+    if kind.startswith("list["):
+        items = [line.strip() for line in str(value or "").splitlines() if line.strip()]
+        if kind == "list[int]" or name.endswith("_targets"):
+            items = [part for line in items for part in line.replace(",", " ").split()]
+        return True, items
+    if isinstance(value, str) and kind not in ("str", "str?") and not value.strip():
+        return False, None
+    if value is None:
+        return False, None
+    if isinstance(value, float) and kind.startswith("int") and value.is_integer():
+        value = int(value)
+    return True, value
 
 
 def build(ctx: AppContext) -> None:
     """Create the tab's components inside the current gradio context."""
+    runner = runner_for(ctx)
+    fields = _fields()
+    from ..training.config import METHODS, TrainConfig
+
+    methods = tuple(METHODS)
+    data_method_set = set(data_methods())
+    specific = _method_specific(fields, methods)
+    defaults = TrainConfig()
+    gpu = gpu_memory_gb()
+    detected = detect_preset(gpu[1] if gpu else None)
+    preset_labels = {p.label: p.key for p in PRESETS}
+    detected_label = next(p.label for p in PRESETS if p.key == detected)
+    statuses = runner.list()
+    initial = next((s for s in statuses if s.active), statuses[0] if statuses else None)
+    host = runner.host
+
+    try:
+        from ..training.ddpo.rewards import NAMES as reward_names
+    except ImportError:  # a trainer without DDPO
+        reward_names = ()
+    reward_choices = [n for n in reward_names if ":" not in n]
+
+    model_text = _model_text(ctx)
     gr.Markdown(
-        "Train a LoRA of the loaded checkpoint on your preferences: Diffusion-DPO (pairs), "
-        "Diffusion-KTO (likes/dislikes) or DDPO (a reward function)."
+        "Train a LoRA of the loaded checkpoint on your preferences. It trains in its own process, so generating "
+        f"goes on meanwhile; the finished LoRA lands in `{ctx.lora_dir}` with its preview. **Model:** {model_text}",
+        elem_id=_id("intro"),
     )
     with gr.Row():
-        model = gr.Textbox(label="Model", value=ctx.model_source, interactive=False, elem_id=f"{ELEM_ID}_model")
-        lora_folder = gr.Textbox(label="LoRA folder", value=str(ctx.lora_dir), interactive=False, elem_id=f"{ELEM_ID}_lora_dir")
-    loras = gr.Dropdown(label="LoRAs in the folder", choices=list_loras(ctx), elem_id=f"{ELEM_ID}_loras")
-    refresh = gr.Button("Refresh", elem_id=f"{ELEM_ID}_refresh")
-    refresh.click(lambda: gr.update(choices=list_loras(ctx)), inputs=[], outputs=[loras])
-    _ = (model, lora_folder)
+        # ------------------------------------------------------------------ a new job
+        with gr.Column(scale=2, min_width=360):
+            method = gr.Radio(
+                label="Method",
+                choices=[view.method_title(m) for m in methods],
+                value=view.method_title(methods[0]),
+                elem_id=_id("method"),
+            )
+            method_hint = gr.Markdown(view.METHOD_HINTS.get(methods[0], ""), elem_id=_id("method_hint"))
+            with gr.Column(visible=methods[0] in data_method_set) as data_box:
+                source = gr.Radio(
+                    label="Dataset",
+                    choices=[SOURCE_PATH, SOURCE_UPLOAD, SOURCE_REFINE],
+                    value=SOURCE_PATH,
+                    elem_id=_id("source"),
+                )
+                dataset_path = gr.Textbox(
+                    label="Dataset path",
+                    placeholder="pairs.csv, a parquet file or a dataset folder (relative paths: the extension's output folder)",
+                    elem_id=_id("dataset"),
+                )
+                upload = gr.File(
+                    label="Upload a dataset: a .zip of the folder with its images, or a .csv/.tsv/.parquet",
+                    file_types=[".zip", ".csv", ".tsv", ".parquet"],
+                    visible=False,
+                    elem_id=_id("upload"),
+                )
+                skip_bad_rows = gr.Checkbox(
+                    label="Skip bad rows (train on the rest)", value=False, elem_id=_id("skip_bad_rows")
+                )
+                check = gr.Button("Check dataset", elem_id=_id("check"))
+            with gr.Column(visible=methods[0] not in data_method_set) as reward_box:
+                reward = gr.Dropdown(
+                    label="Reward",
+                    choices=reward_choices,
+                    value=reward_choices[0] if reward_choices else None,
+                    allow_custom_value=True,
+                    info=fields["reward"].metadata.get("help", "") if "reward" in fields else "",
+                    elem_id=_id("reward"),
+                )
+                prompts = gr.Textbox(
+                    label="Prompts (one per line; prompt files and templates such as 'a(n) [animal]' work too)",
+                    lines=3,
+                    elem_id=_id("prompts"),
+                )
+            report = gr.Textbox(label="Dataset check", lines=6, max_lines=20, interactive=False, elem_id=_id("report"))
+            preset = gr.Dropdown(
+                label="Memory preset",
+                choices=list(preset_labels),
+                value=detected_label,
+                info=f"{'Detected ' + format(gpu[1], '.0f') + ' GB of GPU memory' if gpu else 'No GPU found'}; the preset sets batch size, resolution, precision, checkpointing, optimizer and rank (see Advanced settings).",
+                elem_id=_id("preset"),
+            )
+            with gr.Row():
+                steps = gr.Number(label="Training steps", value=500, precision=0, elem_id=_id("steps"))
+                learning_rate = gr.Number(
+                    label="Learning rate", value=defaults.learning_rate, elem_id=_id("learning_rate")
+                )
+            advanced: dict[str, Any] = {}
+            method_boxes: dict[str, Any] = {}
+            with gr.Accordion("Advanced settings", open=False, elem_id=_id("advanced")):
+                start_values = {**{n: getattr(defaults, n) for n in fields}, **preset_options(detected, set(fields))}
+                for name in ADVANCED:
+                    if name in fields:
+                        advanced[name] = _component(name, fields[name], start_values.get(name))
+                for m in methods:
+                    if specific[m]:
+                        with gr.Column(visible=m == methods[0]) as box:
+                            gr.Markdown(f"**{view.method_title(m)} options**")
+                            for name in specific[m]:
+                                advanced[name] = _component(name, fields[name], start_values.get(name))
+                        method_boxes[m] = box
+                other = gr.Textbox(
+                    label="Other options (one `option = value` per line, any `train` flag in snake_case)",
+                    lines=2,
+                    elem_id=_id("other"),
+                )
+            name = gr.Textbox(
+                label="Output name",
+                placeholder="my-preference-lora (the LoRA file name; <lora:NAME:1> in prompts)",
+                elem_id=_id("name"),
+            )
+            unload = gr.Checkbox(
+                label="Unload the WebUI's model while training (frees GPU memory; txt2img cannot generate until it is loaded back when the job ends)",
+                value=False,
+                visible=ctx.in_webui,
+                elem_id=_id("unload"),
+            )
+            start = gr.Button("Start training", variant="primary", elem_id=_id("start"))
+            start_message = gr.Markdown(elem_id=_id("start_message"))
+
+        # ------------------------------------------------------------------ the jobs
+        with gr.Column(scale=3, min_width=420):
+            with gr.Row():
+                job = gr.Dropdown(
+                    label="Job",
+                    scale=4,
+                    choices=[view.job_label(s) for s in statuses],
+                    value=view.job_label(initial) if initial else None,
+                    elem_id=_id("job"),
+                )
+                refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_id=_id("refresh"))
+            progress = gr.HTML(view.progress_html(initial), elem_id=_id("progress"))
+            warning = gr.Markdown(elem_id=_id("memory_warning"))
+            with gr.Row():
+                cancel = gr.Button("Cancel", elem_id=_id("cancel"), interactive=bool(initial and initial.active))
+                resume = gr.Button("Resume", elem_id=_id("resume"), interactive=bool(initial and initial.resumable))
+                reload_model = gr.Button(
+                    "Load the WebUI's model back", visible=ctx.in_webui, elem_id=_id("reload_model")
+                )
+            action_message = gr.Markdown(elem_id=_id("action_message"))
+            plot = gr.Image(label="Loss and reward", type="pil", interactive=False, height=270, elem_id=_id("plot"))
+            samples = gr.Gallery(label="Samples (newest first)", columns=8, height=220, elem_id=_id("samples"))
+            log = gr.Textbox(
+                label="Log", lines=8, max_lines=8, interactive=False, elem_id=_id("log"), elem_classes=["alignment-log"]
+            )
+            with gr.Accordion("Before / after", open=False, elem_id=_id("compare_box")):
+                with gr.Row():
+                    compare_prompts = gr.Textbox(
+                        label="Prompts (one per line)", lines=2, elem_id=_id("compare_prompts")
+                    )
+                    compare_seeds = gr.Textbox(label="Seeds", value="1, 2, 3, 4", elem_id=_id("compare_seeds"))
+                    compare_weight = gr.Slider(
+                        label="LoRA weight", minimum=-2, maximum=2, step=0.05, value=1.0, elem_id=_id("compare_weight")
+                    )
+                compare = gr.Button("Make the before/after grid", elem_id=_id("compare"))
+                compare_message = gr.Markdown(elem_id=_id("compare_message"))
+                grid = gr.Image(label="Before / after", type="pil", interactive=False, elem_id=_id("grid"))
+            with gr.Accordion("All jobs", open=True):
+                table = gr.HTML(view.jobs_table_html(statuses), elem_id=_id("jobs"))
+            loras = gr.Gallery(
+                label="Trained LoRAs", value=view.lora_cards(statuses), columns=6, height=220, elem_id=_id("loras")
+            )
+            seen = gr.State({})
+
+    advanced_names = list(advanced)
+    advanced_components = [advanced[n] for n in advanced_names]
+
+    # ------------------------------------------------------------------ new-job events
+    def on_method(title: str) -> list[Any]:
+        m = view.method_from_title(title)
+        updates = [
+            view.METHOD_HINTS.get(m, ""),
+            gr.update(visible=m in data_method_set),
+            gr.update(visible=m not in data_method_set),
+        ]
+        updates += [gr.update(visible=key == m) for key in method_boxes]
+        return updates
+
+    method.change(on_method, inputs=[method], outputs=[method_hint, data_box, reward_box, *method_boxes.values()])
+
+    def on_source(choice: str) -> list[Any]:
+        return [gr.update(visible=choice != SOURCE_REFINE), gr.update(visible=choice == SOURCE_UPLOAD)]
+
+    source.change(on_source, inputs=[source], outputs=[dataset_path, upload])
+
+    def dataset_value(choice: str, path: str) -> str:
+        return RANK_REFINE if choice == SOURCE_REFINE else (path or "").strip()
+
+    def on_check(title: str, choice: str, path: str, skip: bool, *values: Any) -> str:
+        m = view.method_from_title(title)
+        options = {"skip_bad_rows": bool(skip)}
+        options.update({k: v for k, v in zip(advanced_names, values) if k in ("tie_policy", "min_per_class")})
+        return runner.check_dataset(dataset_value(choice, path), m, options).format_text()
+
+    check.click(on_check, inputs=[method, source, dataset_path, skip_bad_rows, *advanced_components], outputs=[report])
+
+    def on_upload(value: Any, title: str, skip: bool) -> list[Any]:
+        path = file_path(value)
+        if not path:
+            return [gr.update(), ""]
+        try:
+            staged = stage_upload(path, runner.root)
+        except DatasetError as error:
+            return [gr.update(), error.report.format_text()]
+        report_text = runner.check_dataset(
+            str(staged), view.method_from_title(title), {"skip_bad_rows": bool(skip)}
+        ).format_text()
+        return [str(staged), report_text]
+
+    upload.upload(on_upload, inputs=[upload, method, skip_bad_rows], outputs=[dataset_path, report])
+
+    def on_preset(label: str) -> list[Any]:
+        options = preset_options(preset_labels.get(label), set(fields))
+        return [gr.update(value=options[n]) if n in options else gr.update() for n in advanced_names]
+
+    preset.change(on_preset, inputs=[preset], outputs=advanced_components)
+
+    def on_start(
+        title: str,
+        choice: str,
+        path: str,
+        skip: bool,
+        reward_value: str,
+        prompt_text: str,
+        preset_label: str,
+        step_count: Any,
+        lr: Any,
+        other_text: str,
+        output_name: str,
+        unload_model: bool,
+        *values: Any,
+    ) -> list[Any]:
+        m = view.method_from_title(title)
+        try:
+            options: dict[str, Any] = {}
+            if step_count not in (None, ""):
+                options["max_train_steps"] = int(step_count)
+            if lr not in (None, ""):
+                options["learning_rate"] = float(lr)
+            relevant = (set(ADVANCED) | set(specific.get(m, []))) - (set() if m in data_method_set else set(DATA_ONLY))
+            for key, value in zip(advanced_names, values):
+                if key in relevant:
+                    send, converted = _option_value(key, fields[key], value)
+                    if send:
+                        options[key] = converted
+            options.update(view.parse_option_lines(other_text))
+            request = JobRequest(
+                method=m,
+                name=(output_name or "").strip(),
+                dataset=dataset_value(choice, path) if m in data_method_set else "",
+                reward=(reward_value or None) if m not in data_method_set else None,
+                prompts=(prompt_text or None) if m not in data_method_set else None,
+                options=options,
+                preset=None,  # the preset's values are already in the advanced settings the user saw
+                skip_bad_rows=bool(skip) if m in data_method_set else None,
+                unload_webui_model=bool(unload_model),
+            )
+            if not request.name:
+                raise RequestError("name: give the LoRA a name", "name")
+            status = runner.start(request)
+        except DatasetError as error:
+            return [
+                "**Not started:** the dataset has problems (see the report).",
+                error.report.format_text(),
+                gr.update(),
+            ]
+        except (RequestError, JobBusy, JobConflict, ValueError) as error:
+            return [f"**Not started:** {error}", gr.update(), gr.update()]
+        checked = _record(runner, status.id).get("dataset", {}).get("report")
+        label = view.job_label(status)
+        return [
+            f"Started **{status.name}** ({status.id}).",
+            checked or gr.update(),
+            gr.update(choices=[view.job_label(s) for s in runner.list()], value=label),
+        ]
+
+    start.click(
+        on_start,
+        inputs=[
+            method,
+            source,
+            dataset_path,
+            skip_bad_rows,
+            reward,
+            prompts,
+            preset,
+            steps,
+            learning_rate,
+            other,
+            name,
+            unload,
+            *advanced_components,
+        ],
+        outputs=[start_message, report, job],
+    )
+
+    # ------------------------------------------------------------------ watching jobs
+    detail_outputs = [job, progress, warning, cancel, resume, plot, samples, log, table, loras, compare_prompts, seen]
+
+    def render(label: str | None, state: dict[str, Any] | None, force: bool = False) -> list[Any]:
+        """Everything on the right, sending only what changed since this page last saw it."""
+        state = dict(state or {})
+        all_statuses = runner.list()
+        by_id = {s.id: s for s in all_statuses}
+        job_id = view.job_id_of(label)
+        if job_id not in by_id:
+            active = next((s for s in all_statuses if s.active), None)
+            job_id = (active or (all_statuses[0] if all_statuses else None)).id if all_statuses else None
+        status = by_id.get(job_id) if job_id else None
+        labels = [view.job_label(s) for s in all_statuses]
+        current = view.job_label(status) if status else None
+        out: list[Any] = []
+        if force or labels != state.get("labels") or current != label:
+            out.append(gr.update(choices=labels, value=current))
+            state["labels"] = labels
+        else:
+            out.append(gr.update())
+        key = (
+            job_id,
+            status.version if status else None,
+            status.step if status else None,
+            status.state if status else None,
+        )
+        changed = force or key != state.get("job_key")
+        state["job_key"] = key
+        out.append(view.progress_html(status) if changed else gr.update())
+        active = next((s for s in all_statuses if s.active), None)
+        record = _record(runner, active.id) if active else {}
+        out.append(
+            view.memory_warning(
+                gpu_memory_gb() if active else None,
+                _safe(host.model_on_gpu),
+                active is not None,
+                ctx.in_webui,
+                bool(record.get("unloaded_webui_model")),
+            )
+        )
+        if changed:
+            out.append(
+                gr.update(
+                    interactive=bool(status and status.active),
+                    value="Force stop" if status and status.state == "cancelling" else "Cancel",
+                )
+            )
+            out.append(gr.update(interactive=bool(status and status.resumable)))
+            out.append(_plot(runner, status))
+            out.append(_sample_images(status))
+        else:
+            out += [gr.update()] * 4
+        log_text = runner.log(job_id, 30) if job_id else ""
+        out.append(log_text if force or log_text != state.get("log") else gr.update())
+        state["log"] = log_text
+        table_key = tuple((s.id, s.state, s.step) for s in all_statuses)
+        out.append(view.jobs_table_html(all_statuses) if force or table_key != state.get("table") else gr.update())
+        state["table"] = list(table_key)
+        lora_key = view.lora_signature(all_statuses)
+        out.append(view.lora_cards(all_statuses) if force or list(lora_key) != state.get("loras") else gr.update())
+        state["loras"] = [list(k) for k in lora_key]
+        if force or job_id != state.get("compare_job"):
+            out.append("\n".join(view.default_compare_prompts(_record(runner, job_id))) if job_id else "")
+            state["compare_job"] = job_id
+        else:
+            out.append(gr.update())
+        out.append(state)
+        return out
+
+    def on_tick(label: str | None, state: dict[str, Any] | None) -> list[Any]:
+        return render(label, state)
+
+    def on_select(label: str | None, state: dict[str, Any] | None) -> list[Any]:
+        return render(label, {**(state or {}), "job_key": None, "compare_job": None})
+
+    def on_refresh(label: str | None, state: dict[str, Any] | None) -> list[Any]:
+        _safe(host.refresh_loras)
+        return render(label, state, force=True)
+
+    poll(POLL_SECONDS, on_tick, inputs=[job, seen], outputs=detail_outputs)
+    job.input(
+        on_select, inputs=[job, seen], outputs=detail_outputs
+    )  # the user's choice; the poll's updates do not fire it
+    refresh.click(on_refresh, inputs=[job, seen], outputs=detail_outputs)
+
+    def on_cancel(label: str | None) -> str:
+        job_id = view.job_id_of(label)
+        if not job_id:
+            return "Select a job first."
+        try:
+            status = runner.status(job_id)
+            force = status.state == "cancelling"
+            runner.cancel(job_id, force=force)
+        except (JobNotFound, JobConflict) as error:
+            return str(error)
+        if force:
+            return "Stopped the trainer process at once; resume continues from its last checkpoint."
+        return "Cancelling: the trainer saves a checkpoint and the LoRA so far after the current step."
+
+    cancel.click(on_cancel, inputs=[job], outputs=[action_message])
+
+    def on_resume(label: str | None) -> str:
+        job_id = view.job_id_of(label)
+        if not job_id:
+            return "Select a job first."
+        try:
+            status = runner.resume(job_id)
+        except (JobNotFound, JobConflict, JobBusy, RequestError) as error:
+            return f"**Not resumed:** {error}"
+        return f"Resumed **{status.name}**."
+
+    resume.click(on_resume, inputs=[job], outputs=[action_message])
+
+    def on_reload_model() -> str:
+        if host.reload_model is None:
+            return ""
+        try:
+            host.reload_model()
+        except Exception as error:  # noqa: BLE001 - report, do not crash the page
+            return f"Could not load the model back: {error}"
+        return "The WebUI's model is loaded again."
+
+    reload_model.click(on_reload_model, inputs=[], outputs=[action_message])
+
+    def on_compare(label: str | None, prompt_text: str, seed_text: str, weight: float) -> list[Any]:
+        from ..jobs.compare import before_after_images, grid_image, save_grid
+
+        job_id = view.job_id_of(label)
+        if not job_id:
+            return ["Select a job first.", gr.update()]
+        try:
+            status = runner.status(job_id)
+            lora = status.outputs.get("lora")
+            if not lora or not Path(lora).is_file():
+                return [
+                    f"Job {status.name} has no LoRA file yet (it is {view.STATE_TITLES.get(status.state, status.state).lower()}).",
+                    gr.update(),
+                ]
+            seeds = view.parse_seeds(seed_text)
+            prompt_list = [p for p in (prompt_text or "").splitlines() if p.strip()]
+            before, after = before_after_images(
+                ctx.backend(), Path(lora), Path(lora).stem, prompt_list, seeds, ctx.in_webui, weight=float(weight)
+            )
+            image = grid_image(
+                before,
+                after,
+                prompt_list,
+                seeds,
+                title=f"{status.name}: without and with <lora:{Path(lora).stem}:{float(weight):g}>",
+            )
+            path = save_grid(image, runner.folder(job_id) / "compare")
+        except (ValueError, FileNotFoundError, JobNotFound) as error:
+            return [f"**No grid:** {error}", gr.update()]
+        return [f"Saved `{path}`.", image]
+
+    compare.click(
+        on_compare, inputs=[job, compare_prompts, compare_seeds, compare_weight], outputs=[compare_message, grid]
+    )
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - host probes must not break the page
+        return None
+
+
+def _record(runner: Any, job_id: str | None) -> dict[str, Any]:
+    if not job_id:
+        return {}
+    try:
+        return runner.record(job_id)
+    except JobNotFound:
+        return {}
+
+
+def _model_text(ctx: AppContext) -> str:
+    try:
+        source = ctx.model_source()
+    except Exception as error:  # noqa: BLE001 - e.g. no checkpoint loaded in the WebUI
+        return f"none ({error})"
+    shown = Path(source).name if ("/" in source or "\\" in source) else source
+    return f"`{shown}`"
+
+
+def _plot(runner: Any, status: Any) -> Any:
+    if status is None:
+        return None
+    summary = runner.summary(status.id)
+    names = ["loss"]
+    reward_key = summary.reward_key()
+    if reward_key:
+        names.append(reward_key)
+    return render_curves(summary.series, names, total=status.total)
+
+
+def _sample_images(status: Any, limit: int = 8) -> list[Any]:
+    """The newest preview images, newest first, with their step as caption."""
+    if status is None:
+        return []
+    from PIL import Image
+
+    out = []
+    for path in reversed(status.samples[-limit:]):
+        try:
+            with Image.open(path) as image:
+                image.load()
+                out.append((image.copy(), Path(path).stem))
+        except OSError:
+            continue
+    return out

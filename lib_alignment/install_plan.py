@@ -68,11 +68,8 @@ PACKAGES: tuple[Package, ...] = (
             Choice(">=0.42.1", {"huggingface-hub": ">=1.32", "safetensors": ">=0.8"}, _CURRENT),
             # diffusers <= 0.30 imports huggingface_hub.cached_download, removed in huggingface-hub 0.26.
             Choice("==0.30.3", {"huggingface-hub": ">=0.23.2,<0.26", "transformers": "<4.46"}, _A1111),
-            Choice(
-                "==0.31.0",
-                {"huggingface-hub": ">=0.23.2,<1"},
-                _FORGE + "; with A1111's pins and huggingface-hub 0.36 too",
-            ),
+            # Also passed our generation and export tests with A1111's pins and huggingface-hub 0.36.
+            Choice("==0.31.0", {"huggingface-hub": ">=0.23.2,<1"}, _FORGE),
         ),
     ),
     Package(

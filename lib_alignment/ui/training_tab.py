@@ -134,6 +134,16 @@ def _component(name: str, f: dataclasses.Field, default: Any) -> Any:
     )
 
 
+def _components_in_rows(
+    names: list[str], fields: dict[str, Any], values: dict[str, Any], into: dict[str, Any], per_row: int = 2
+) -> None:
+    """Option inputs two to a row (the list is long)."""
+    for start in range(0, len(names), per_row):
+        with gr.Row():
+            for name in names[start : start + per_row]:
+                into[name] = _component(name, fields[name], values.get(name))
+
+
 def _option_value(name: str, f: dataclasses.Field, value: Any) -> tuple[bool, Any]:
     """(send it?, value) for a component's value: empty optional/auto text means "let the trainer/job decide"."""
     from ..training.config import field_kind
@@ -246,15 +256,12 @@ def build(ctx: AppContext) -> None:
             method_boxes: dict[str, Any] = {}
             with gr.Accordion("Advanced settings", open=False, elem_id=_id("advanced")):
                 start_values = {**{n: getattr(defaults, n) for n in fields}, **preset_options(detected, set(fields))}
-                for name in ADVANCED:
-                    if name in fields:
-                        advanced[name] = _component(name, fields[name], start_values.get(name))
+                _components_in_rows([n for n in ADVANCED if n in fields], fields, start_values, advanced)
                 for m in methods:
                     if specific[m]:
                         with gr.Column(visible=m == methods[0]) as box:
                             gr.Markdown(f"**{view.method_title(m)} options**")
-                            for name in specific[m]:
-                                advanced[name] = _component(name, fields[name], start_values.get(name))
+                            _components_in_rows(specific[m], fields, start_values, advanced)
                         method_boxes[m] = box
                 other = gr.Textbox(
                     label="Other options (one `option = value` per line, any `train` flag in snake_case)",
@@ -314,9 +321,8 @@ def build(ctx: AppContext) -> None:
                 grid = gr.Image(label="Before / after", type="pil", interactive=False, elem_id=_id("grid"))
             with gr.Accordion("All jobs", open=True):
                 table = gr.HTML(view.jobs_table_html(statuses), elem_id=_id("jobs"))
-            loras = gr.Gallery(
-                label="Trained LoRAs", value=view.lora_cards(statuses), columns=6, height=220, elem_id=_id("loras")
-            )
+            with gr.Accordion("Trained LoRAs", open=True):
+                loras = gr.HTML(view.lora_cards_html(statuses), elem_id=_id("loras"))
             seen = gr.State({})
 
     advanced_names = list(advanced)
@@ -511,7 +517,7 @@ def build(ctx: AppContext) -> None:
         out.append(view.jobs_table_html(all_statuses) if force or table_key != state.get("table") else gr.update())
         state["table"] = list(table_key)
         lora_key = view.lora_signature(all_statuses)
-        out.append(view.lora_cards(all_statuses) if force or list(lora_key) != state.get("loras") else gr.update())
+        out.append(view.lora_cards_html(all_statuses) if force or list(lora_key) != state.get("loras") else gr.update())
         state["loras"] = [list(k) for k in lora_key]
         if force or job_id != state.get("compare_job"):
             out.append("\n".join(view.default_compare_prompts(_record(runner, job_id))) if job_id else "")

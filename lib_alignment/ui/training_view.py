@@ -179,6 +179,28 @@ def lora_cards(statuses: Sequence[JobStatus], size: int = 160) -> list[tuple[Ima
     return cards
 
 
+def lora_cards_html(statuses: Sequence[JobStatus], size: int = 128) -> str:
+    """The LoRAs the jobs wrote as small cards (preview inlined as a data URI: no file serving needed)."""
+    import base64
+    import io
+
+    cards = []
+    for thumb, caption in lora_cards(statuses, size):
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        name, tag = caption.split(" — ", 1)
+        cards.append(
+            f"<div class='alignment-lora-card' style='width:{size + 16}px;padding:6px;border:1px solid rgba(127,127,127,0.3);"
+            f"border-radius:8px;text-align:center'><img src='data:image/png;base64,{data}' alt='{html.escape(name)}' "
+            f"style='width:{size}px;height:{size}px;object-fit:contain'><div style='font-weight:bold;overflow-wrap:anywhere'>"
+            f"{html.escape(name)}</div><code style='font-size:0.75em;overflow-wrap:anywhere'>{html.escape(tag)}</code></div>"
+        )
+    if not cards:
+        return "<p>No trained LoRAs yet.</p>"
+    return f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(cards)}</div>"
+
+
 def lora_signature(statuses: Sequence[JobStatus]) -> tuple:
     out = []
     for status in statuses:

@@ -331,6 +331,7 @@ def write_pipeline(components: dict[str, Any], folder: Path) -> None:
         pipe = assemble_pipeline({k: (v.to("cpu") if k in models else v) for k, v in components.items()})
         pipe.to(torch.float16)
         pipe.save_pretrained(staging, safe_serialization=True)
+        prefix_text_encoder_keys(staging / "text_encoder" / "model.safetensors")
         shutil.rmtree(staging / "tokenizer", ignore_errors=True)
         write_tokenizer_files(staging / "tokenizer")
         pipe.to(torch.float32)
@@ -345,6 +346,21 @@ def write_pipeline(components: dict[str, Any], folder: Path) -> None:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def prefix_text_encoder_keys(path: Path) -> None:
+    """Store CLIP text weights under `text_model.`, the layout every transformers version loads.
+
+    transformers 5 writes the keys without that prefix, which transformers 4.x (the
+    WebUIs' pins) silently ignores, leaving a randomly initialised text encoder.
+    """
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    renamed = {(k if k.startswith("text_model.") else f"text_model.{k}"): v.contiguous() for k, v in tensors.items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(renamed, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
 
 
 def folder_size(folder: Path) -> int:

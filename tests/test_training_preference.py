@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 RES = 128
-PROMPTS = ["a circle on a green background", "a square on a blue background", "a triangle on a white background", "a circle on a black background"]
+PROMPTS = ["a circle on a green background", "a square on a blue background", "a triangle on a white background", "a square on a green background"]
 SEEDS = [11, 12]
 
 
@@ -36,6 +36,19 @@ def _peft_backend_on() -> bool:
     from diffusers.utils import USE_PEFT_BACKEND
 
     return bool(USE_PEFT_BACKEND)
+
+
+def red_fraction(image) -> float:
+    """Share of pixels whose nearest toy-world colour is red: the property the preferred images share."""
+    import numpy as np
+
+    from lib_alignment.toyworld import COLORS
+
+    names = list(COLORS)
+    palette = np.array([COLORS[n] for n in names], dtype=np.float32)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    nearest = ((pixels[..., None, :] - palette) ** 2).sum(-1).argmin(-1)
+    return float((nearest == names.index("red")).mean())
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +69,8 @@ def trained(tmp_path_factory):
         name="red",
         resolution=RES,
         batch_size=4,
-        max_train_steps=40,
-        learning_rate=3e-4,
+        max_train_steps=60,
+        learning_rate=1e-3,
         rank=8,
         cache_latents=True,
         checkpoint_every=0,
@@ -108,8 +121,11 @@ def test_diffusers_loader_reproduces_the_trained_model_and_images_turn_red(train
     settings = GenerationSettings(steps=20, cfg_scale=5.0, width=RES, height=RES, sampler="DDIM")
     noise = torch.stack([noise_from_seed(s, (4, RES // 8, RES // 8)) for _ in PROMPTS for s in SEEDS])
     prompts = [p for p in PROMPTS for _ in SEEDS]
-    red_base = [redness(im) for im in DiffusersBackend(base).generate(settings, noise, prompts=prompts).images]
-    red_lora = [redness(im) for im in DiffusersBackend(loaded).generate(settings, noise, prompts=prompts).images]
-    gains = [after - before for before, after in zip(red_base, red_lora)]
-    assert sum(gains) / len(gains) > 0.02, gains
-    assert sum(g > 0 for g in gains) >= 0.75 * len(gains), gains
+    images_base = DiffusersBackend(base).generate(settings, noise, prompts=prompts).images
+    images_lora = DiffusersBackend(loaded).generate(settings, noise, prompts=prompts).images
+    red_base = [red_fraction(im) for im in images_base]
+    red_lora = [red_fraction(im) for im in images_lora]
+    # the shapes turn red (the base model draws them orange or yellow); the backgrounds stay
+    assert sum(red_lora) / len(red_lora) > sum(red_base) / len(red_base) + 0.03, (red_base, red_lora)
+    assert sum(after > before for before, after in zip(red_base, red_lora)) >= 0.75 * len(prompts), (red_base, red_lora)
+    assert sum(redness(im) for im in images_lora) > sum(redness(im) for im in images_base)

@@ -33,8 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib_alignment.training import TrainConfig, Trainer  # noqa: E402
-from lib_alignment.training.methods import Errors, Method, MethodOutput  # noqa: E402
+from lib_alignment.training import TrainConfig, Trainer
+from lib_alignment.training.methods import Errors, Method, MethodOutput
 
 
 class PlainLoRA(Method):

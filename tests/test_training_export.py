@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import tiny_sdxl_pipeline
 
 from lib_alignment.training.config import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, TrainConfig
 from lib_alignment.training.export import kohya_state_dict, save_lora, training_metadata, write_sidecars
 from lib_alignment.training.lora import add_lora, load_trainable_state, trainable_state
-from training_helpers import tiny_sdxl_pipeline
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -68,7 +69,7 @@ def test_kohya_keys_alpha_and_values_follow_the_peft_weights(tiny_random_pipe):
         assert any(fragment in m for m in modules if m.startswith("lora_te_")), fragment
     # the values are peft's A (down) and B (up) of the same module
     params = dict(unet.named_parameters())
-    for name in (n for n in params if n.endswith("attn2.to_k.lora_B.default.weight") or n.endswith("proj_in.lora_A.default.weight")):
+    for name in (n for n in params if n.endswith(("attn2.to_k.lora_B.default.weight", "proj_in.lora_A.default.weight"))):
         module, part = name.split(".lora_")
         kohya = "lora_unet_" + module.replace(".", "_") + (".lora_up.weight" if part.startswith("B") else ".lora_down.weight")
         assert torch.equal(tensors[kohya], params[name].detach()), name
@@ -93,7 +94,7 @@ def test_metadata_sidecars_and_atomic_writes(tmp_path: Path, tiny_random_pipe):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my lora.json", "my lora.preview.png", "my lora.safetensors"]
     with safe_open(str(path), framework="pt") as handle:
         stored = handle.metadata()
-        assert {handle.get_tensor(k).dtype for k in handle.keys() if not k.endswith(".alpha")} == {torch.float16}
+        assert {handle.get_tensor(k).dtype for k in handle if not k.endswith(".alpha")} == {torch.float16}
     assert stored["ss_output_name"] == "my lora"
     assert stored["ss_network_module"] == "networks.lora"
     assert (stored["ss_network_dim"], stored["ss_network_alpha"]) == ("4", "2")

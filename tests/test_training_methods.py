@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from lib_alignment.training.methods import DPO, KTO, Errors, MaPO, denoising_errors
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     from training_helpers import single_thread

@@ -14,7 +14,7 @@ def tiny_sdxl_pipeline(seed: int = 0):
 
     base = build_components(seed)
     vocab = base["tokenizer"].vocab_size + len(base["tokenizer"].get_added_vocab())
-    common = dict(vocab_size=max(vocab, 1000), intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77, hidden_act="gelu")
+    common = {"vocab_size": max(vocab, 1000), "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "gelu"}
     torch.manual_seed(seed)
     te1 = CLIPTextModel(CLIPTextConfig(hidden_size=32, **common))
     te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=32, **common))

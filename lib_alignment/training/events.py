@@ -121,7 +121,7 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tensorboard = SummaryWriter(log_dir=str(tensorboard_dir))
-            except Exception as error:  # tensorboard missing or broken: CSV only
+            except (ImportError, OSError, RuntimeError) as error:  # tensorboard missing or broken: CSV only
                 self.tensorboard_error = f"TensorBoard logging is off: {error}"
 
     def truncate_after(self, step: int) -> None:

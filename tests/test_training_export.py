@@ -94,7 +94,7 @@ def test_metadata_sidecars_and_atomic_writes(tmp_path: Path, tiny_random_pipe):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my lora.json", "my lora.preview.png", "my lora.safetensors"]
     with safe_open(str(path), framework="pt") as handle:
         stored = handle.metadata()
-        assert {handle.get_tensor(k).dtype for k in handle if not k.endswith(".alpha")} == {torch.float16}
+        assert {handle.get_tensor(k).dtype for k in handle.keys() if not k.endswith(".alpha")} == {torch.float16}  # noqa: SIM118 (safe_open is not iterable)
     assert stored["ss_output_name"] == "my lora"
     assert stored["ss_network_module"] == "networks.lora"
     assert (stored["ss_network_dim"], stored["ss_network_alpha"]) == ("4", "2")

@@ -243,7 +243,7 @@ def test_command_line_end_to_end_with_toml_and_json_events(tmp_path: Path, pair_
     assert sorted(p.name for p in out.iterdir()) == ["cli-lora-training", "cli-lora.json", "cli-lora.safetensors"]
     with safe_open(str(out / "cli-lora.safetensors"), framework="pt") as handle:
         meta = handle.metadata()
-        alphas = {float(handle.get_tensor(k)) for k in handle if k.endswith(".alpha")}
+        alphas = {float(handle.get_tensor(k)) for k in handle.keys() if k.endswith(".alpha")}  # noqa: SIM118 (safe_open is not iterable)
     assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_steps"]) == ("2", "1", "2")  # TOML, flag wins on steps
     assert alphas == {1.0}
     assert json.loads(meta["lib_alignment_hyperparameters"])["beta"] == 2000.0

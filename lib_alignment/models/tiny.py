@@ -98,8 +98,10 @@ def build_components(seed: int = 0) -> dict[str, Any]:
     text_encoder = CLIPTextModel(text_config())
     for module in (unet, vae, text_encoder):
         _reseed_parameters(module, generator)
-    tokenizer_dir = Path(tempfile.mkdtemp(prefix="tiny-tokenizer-"))
-    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(tokenizer_dir), local_files_only=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as folder:
+        tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(Path(folder)), local_files_only=True)
+    for module in (unet, vae, text_encoder):
+        module.eval()
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 

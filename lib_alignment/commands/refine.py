@@ -14,12 +14,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .generation_args import add_generation_arguments, load_backend, settings_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("refine", help="refine an image's initial noise with ZO-RankSGD and an automatic ranker")
-    parser.add_argument("--model", default="tiny", help="model source (default: tiny)")
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--negative-prompt", default="")
     parser.add_argument(
         "--oracle",
         required=True,
@@ -35,13 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=2.0, help="line-search step (default: 2.0)")
     parser.add_argument("--no-line-search", action="store_true", help="plain ZO-RankSGD steps instead of rank/line rounds")
     parser.add_argument("--no-shell", action="store_true", help="do not keep latents at norm √d")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer-seed", type=int, default=None, help="seeds perturbations and shuffles (default: --seed)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", "--cfg-scale", dest="cfg_scale", type=float, default=7.0)
-    parser.add_argument("--size", type=int, default=None, help="width and height in pixels (default: the model's)")
-    parser.add_argument("--sampler", default="DDIM")
-    parser.add_argument("--device", default="auto")
+    add_generation_arguments(parser)
     parser.add_argument("--max-batch", type=int, default=None, help="render at most this many images per batch")
     parser.set_defaults(handler=run)
 
@@ -49,33 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..generation import DiffusersBackend, GenerationSettings
-    from ..models import load_pipeline
     from ..oracles import make_oracle, order_from_scores
     from ..refine import RefineParams, RefineSession, contact_sheet, export_preferences
 
     if args.rounds < 0:
         raise ValueError(f"--rounds must be ≥ 0 (got {args.rounds})")
     oracle = make_oracle(args.oracle)  # fail on a bad spec before loading the model
-    pipe = load_pipeline(args.model, device=args.device)
-    model_name = args.model if args.model in ("tiny", "tiny-random") else Path(args.model).stem
-    backend = DiffusersBackend(pipe, model_name=model_name)
+    backend = load_backend(args)
     out: Path = args.out
     folder = out / "session"
     if args.resume:
         session = RefineSession.load(folder, backend, max_batch=args.max_batch)
     else:
-        size = args.size or backend.default_size()
-        settings = GenerationSettings(
-            prompt=args.prompt,
-            negative_prompt=args.negative_prompt,
-            steps=args.steps,
-            cfg_scale=args.cfg_scale,
-            width=size,
-            height=size,
-            sampler=args.sampler,
-            noise_seed=args.seed,
-        )
+        settings = settings_from_args(args, backend)
         params = RefineParams(
             m=args.m,
             k=args.k,

@@ -75,6 +75,10 @@ def test_killed_mid_epoch_and_resumed_run_ends_where_an_uninterrupted_one_does(t
     stopped = first.train()
     assert (stopped.status, stopped.step) == ("cancelled", 3)
     run_dir = first.config.resolved_run_dir()
+    from lib_alignment.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"middle of an epoch.*inner_epochs \(2 there, 1 now\)"):
+        DDPOTrainer(_config(tmp_path / "b", resume=str(run_dir), **{**options, "inner_epochs": 1}), pipe=_fresh_pipe()).setup()
     resumed = DDPOTrainer(_config(tmp_path / "b", resume=str(run_dir), **options), pipe=_fresh_pipe())
     result = resumed.train()
     assert (result.status, result.step) == ("finished", 8)
@@ -149,3 +153,17 @@ def test_command_line_names_missing_and_bad_ddpo_options(tmp_path: Path, capsys)
     assert "samples_per_epoch: must be a multiple of batch_size × gradient_accumulation_steps = 2" in err and "eta: must be > 0" in err
     assert main([*base, "--reward", "jpeg_compressibility", "--prompts", "a cat", "--advantages", "group"]) == 2
     assert "prompt_group_size: must be ≥ 2" in capsys.readouterr().err
+
+
+def test_sdxl_pipeline_samples_with_zero_uncond_and_trains(tmp_path: Path):
+    """SDXL's path: pooled embeddings and size conditioning, zeros for the empty prompt as its pipeline uses."""
+    from training_helpers import tiny_sdxl_pipeline
+
+    trainer = DDPOTrainer(_config(tmp_path, resolution=64, num_epochs=1, samples_per_epoch=2, rollout_batch_size=2, batch_size=2, sample_steps=2), pipe=tiny_sdxl_pipeline())
+    result = trainer.train()
+    assert result.status == "finished" and trainer.version == "sdxl"
+    hidden, pooled = trainer.uncond
+    assert float(hidden.abs().max()) == 0.0 and pooled is not None and float(pooled.abs().max()) == 0.0
+    step = next(e for e in read_events(trainer.run_dir / "events.jsonl") if e["event"] == "step")
+    assert (step["ratio"], step["approx_kl"]) == (1.0, 0.0)
+    assert any(float(v.abs().max()) > 0 for k, v in trainable_state(trainer.pipe.unet).items() if "lora_B" in k)

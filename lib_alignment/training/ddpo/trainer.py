@@ -53,6 +53,8 @@ class Rollout:
     step_order: torch.Tensor  # [inner_epochs, N, T]: per trajectory, its timestep indices in training order
     metrics: dict[str, float] = field(default_factory=dict)
     cursor: int = 0
+    #: The options that fix how the cursor maps to micro-batches (checked when a run resumes mid-epoch).
+    layout: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -205,6 +207,14 @@ class DDPOTrainer(Trainer):
         super().restore_process_state(state)
         saved = state.get("ddpo_rollout")
         self.rollout = Rollout.from_state(saved, self.accelerator.device) if saved is not None else None
+        if self.rollout is not None and self.rollout.layout != self._layout():
+            changed = ", ".join(f"{k} ({v!r} there, {self._layout().get(k)!r} now)" for k, v in self.rollout.layout.items() if self._layout().get(k) != v)
+            raise ConfigError(f"--resume: the checkpoint stopped in the middle of an epoch sampled with other options: {changed}; resume with those")
+
+    def _layout(self) -> dict[str, float]:
+        cfg = self.config
+        names = ("samples_per_epoch", "sample_steps", "inner_epochs", "batch_size", "gradient_accumulation_steps", "timestep_fraction")
+        return {name: getattr(cfg, name) for name in names}
 
     # ------------------------------------------------------------------ conditioning and the guided model
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -350,6 +360,7 @@ class DDPOTrainer(Trainer):
             sample_order=sample_order,
             step_order=step_order,
             metrics=metrics,
+            layout=self._layout(),
         )
         return None
 

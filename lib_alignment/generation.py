@@ -103,6 +103,20 @@ def noise_from_seed(seed: int, shape: Sequence[int]) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
 
 
+def batch_prompts(
+    backend: GenerationBackend, settings: GenerationSettings, initial_latents: torch.Tensor, prompts: Sequence[str] | None
+) -> list[str]:
+    """One prompt per latent, after checking the latents fit the settings' size; any backend's generate() starts here."""
+    n = initial_latents.shape[0]
+    expected = (n, *backend.latent_shape(settings.width, settings.height))
+    if tuple(initial_latents.shape) != expected:
+        raise ValueError(f"initial latents have shape {tuple(initial_latents.shape)}, expected {expected}")
+    prompt_list = list(prompts) if prompts is not None else [settings.prompt] * n
+    if len(prompt_list) != n:
+        raise ValueError(f"{len(prompt_list)} prompts for {n} latents")
+    return prompt_list
+
+
 class DiffusersBackend:
     """GenerationBackend over a diffusers Stable Diffusion (or SDXL) pipeline."""
 
@@ -138,13 +152,8 @@ class DiffusersBackend:
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         settings.validate(SAMPLERS)
-        n = initial_latents.shape[0]
-        expected = (n, *self.latent_shape(settings.width, settings.height))
-        if tuple(initial_latents.shape) != expected:
-            raise ValueError(f"initial latents have shape {tuple(initial_latents.shape)}, expected {expected}")
-        prompt_list = list(prompts) if prompts is not None else [settings.prompt] * n
-        if len(prompt_list) != n:
-            raise ValueError(f"{len(prompt_list)} prompts for {n} latents")
+        prompt_list = batch_prompts(self, settings, initial_latents, prompts)
+        n = len(prompt_list)
         unet = self.pipe.unet
         latents = initial_latents.to(device=unet.device, dtype=unet.dtype)
         generator = torch.Generator(device="cpu").manual_seed(settings.noise_seed)

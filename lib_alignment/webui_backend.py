@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import webui_facade as webui
-from .generation import GenerationResult, GenerationSettings, ProgressCallback
+from .generation import GenerationResult, GenerationSettings, ProgressCallback, batch_prompts
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -44,11 +44,8 @@ class WebUIBackend:
         prompts: Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        n = initial_latents.shape[0]
-        expected = (n, *self.latent_shape(settings.width, settings.height))
-        if tuple(initial_latents.shape) != expected:
-            raise ValueError(f"initial latents have shape {tuple(initial_latents.shape)}, expected {expected}")
-        prompt_list = list(prompts) if prompts is not None else [settings.prompt] * n
+        prompt_list = batch_prompts(self, settings, initial_latents, prompts)
+        n = len(prompt_list)
         images, latents = webui.txt2img_with_initial_noise(
             prompts=prompt_list,
             negative_prompt=settings.negative_prompt,

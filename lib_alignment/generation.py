@@ -156,7 +156,9 @@ class DiffusersBackend:
         n = len(prompt_list)
         unet = self.pipe.unet
         latents = initial_latents.to(device=unet.device, dtype=unet.dtype)
-        generator = torch.Generator(device="cpu").manual_seed(settings.noise_seed)
+        # One generator per image, all seeded alike: an ancestral sampler's step noise is then the same for
+        # every candidate and independent of its batch position, so an image regenerated alone matches.
+        generators = [torch.Generator(device="cpu").manual_seed(settings.noise_seed) for _ in range(n)]
 
         def on_step_end(_pipe: Any, step: int, _t: Any, kwargs: dict) -> dict:
             if progress is not None:
@@ -176,7 +178,7 @@ class DiffusersBackend:
                         width=settings.width,
                         height=settings.height,
                         latents=latents,
-                        generator=generator,
+                        generator=generators,
                         output_type="latent",
                         callback_on_step_end=on_step_end,
                     )

@@ -37,6 +37,19 @@ def test_each_image_follows_its_own_latent(backend):
     assert np.abs(a[1].astype(int) - b[1].astype(int)).mean() > 5
 
 
+def test_ancestral_step_noise_is_fixed_per_candidate_not_per_batch_position(backend):
+    """Euler a: a candidate regenerated alone (as the final image is) matches its image in the round's batch."""
+    settings = SETTINGS.with_(sampler="Euler a", noise_seed=11)
+    noise = noise_from_seed(5, (3, *backend.latent_shape(128, 128)))
+    batch = pixels(backend.generate(settings, noise))
+    alone = pixels(backend.generate(settings, noise[2:3]))
+    assert np.abs(batch[2].astype(int) - alone[0].astype(int)).max() <= 2  # batched maths may differ in the last bit
+    same_start = pixels(backend.generate(settings, noise[:1].repeat(2, 1, 1, 1)))
+    assert np.array_equal(same_start[0], same_start[1]), "two candidates with the same latent got different step noise"
+    reseeded = pixels(backend.generate(settings.with_(noise_seed=12), noise[2:3]))
+    assert np.abs(reseeded[0].astype(int) - alone[0].astype(int)).mean() > 1, "noise_seed should drive the step noise"
+
+
 def test_settings_change_the_image(backend):
     noise = noise_from_seed(1, (1, *backend.latent_shape(128, 128)))
     base = pixels(backend.generate(SETTINGS, noise))

@@ -122,6 +122,41 @@ def test_reset_returns_to_the_seed_and_can_be_undone(tmp_path: Path) -> None:
     assert torch.equal(session.current_latent, moved) and restored.id == current.id
 
 
+class FlakyBackend(LinearBackend):
+    """Fails (like an Interrupt or out-of-memory in the sampler) while `broken` is set."""
+
+    broken = False
+
+    def generate(self, settings, initial_latents, prompts=None, progress=None) -> GenerationResult:
+        if self.broken:
+            raise RuntimeError("sampler interrupted")
+        return super().generate(settings, initial_latents, prompts, progress)
+
+
+@pytest.mark.parametrize("action", ["rank", "reset"])
+def test_a_failed_generation_leaves_the_session_as_it_was(tmp_path: Path, action: str) -> None:
+    backend = FlakyBackend()
+    session = RefineSession.create(tmp_path, backend, SETTINGS, seed=1, m=4)
+    current = session.start()
+    for _ in range(3):
+        current = session.rank(_oracle_order(current.images))
+    before = (session.current_latent, session.optimizer.state_dict(), session.round_ids, session.current_round.id)
+    backend.broken = True
+    with pytest.raises(RuntimeError, match="interrupted"):
+        session.rank(_oracle_order(current.images)) if action == "rank" else session.reset()
+    backend.broken = False
+    for reopened in (session, RefineSession.load(tmp_path, FlakyBackend())):
+        assert torch.equal(reopened.current_latent, before[0])
+        assert reopened.round_ids == before[2] and reopened.current_round.id == before[3]
+        assert reopened.current_round.order is None
+    after_retry = session.rank(_oracle_order(current.images)) if action == "rank" else session.reset()
+    assert after_retry.id == before[3] + 1
+    if action == "reset":
+        assert torch.equal(session.current_latent, noise_from_seed(1, (4, 8, 8)))
+        assert session.undo().id == before[3]  # the earlier rounds are one undo away, as after any reset
+        assert torch.equal(session.current_latent, before[0])
+
+
 def test_line_rounds_reuse_images_of_known_latents(tmp_path: Path) -> None:
     backend = LinearBackend()
     session = RefineSession.create(tmp_path, backend, SETTINGS, seed=0, m=6)

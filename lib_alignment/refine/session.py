@@ -235,11 +235,17 @@ class RefineSession:
     def reset(self, progress: ProgressCallback | None = None) -> Round:
         """Start again from the seed's noise with fresh perturbations; earlier rounds stay (undo brings them back)."""
         with self._lock:
-            self._data["resets"] = int(self._data.get("resets", 0)) + 1
-            self._optimizer = self._new_optimizer(self._data["resets"])
-            self._push(self._make_round(None, progress))
-            assert self._current is not None
-            return self._current
+            resets = int(self._data.get("resets", 0)) + 1
+            optimizer = self._new_optimizer(resets)
+            previous_optimizer, self._optimizer = self._optimizer, optimizer
+            try:
+                new = self._make_round(None, progress)
+            except BaseException:  # a failed or interrupted generation leaves the session as it was
+                self._optimizer = previous_optimizer
+                raise
+            self._data["resets"] = resets
+            self._push(new)
+            return new
 
     def set_params(self, m: int | None = None, mu: float | None = None, lr: float | None = None, k: Any = _UNSET) -> RefineParams:
         """Change m, mu, lr or k; the pending round stays as shown, the next one uses the new values."""

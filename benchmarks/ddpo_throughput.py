@@ -31,46 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sd15_random import sd15_random_pipeline  # benchmarks/ is on sys.path when run as a script
+
 from lib_alignment.training import TrainConfig
 from lib_alignment.training.ddpo import DDPOTrainer
-
-
-def sd15_random_pipeline() -> Any:
-    """SD1.5-shaped UNet, VAE and text encoder with seeded random weights and the tiny tokenizer."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from lib_alignment.models.tiny import assemble_pipeline, build_components
-
-    parts = build_components(0)
-    torch.manual_seed(0)
-    parts["unet"] = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        layers_per_block=2,
-    )
-    parts["vae"] = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
-    tokenizer = parts["tokenizer"]
-    vocab = len(tokenizer)
-    parts["text_encoder"] = CLIPTextModel(
-        CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    )
-    for module in (parts["unet"], parts["vae"], parts["text_encoder"]):
-        module.eval()
-    return assemble_pipeline(parts)
 
 
 def load_pipe(model: str) -> Any:

@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sd15_random import sd15_random_pipeline  # benchmarks/ is on sys.path when run as a script
+
 from lib_alignment.training import TrainConfig, Trainer
 from lib_alignment.training.methods import Errors, Method, MethodOutput
 
@@ -47,33 +49,6 @@ class PlainLoRA(Method):
 
     def loss(self, errors: Errors, batch: dict[str, Any], reduce_mean: Any = None) -> MethodOutput:
         return MethodOutput(loss=errors.policy.mean(), metrics={})
-
-
-def sd15_random_pipeline() -> Any:
-    """SD1.5's UNet (860 M parameters) with random weights, the tiny VAE and a 1-layer 768-wide text encoder."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from lib_alignment.models.tiny import assemble_pipeline, build_components
-
-    parts = build_components(0)
-    torch.manual_seed(0)
-    parts["unet"] = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        layers_per_block=2,
-    )
-    tokenizer = parts["tokenizer"]
-    vocab = len(tokenizer)
-    parts["text_encoder"] = CLIPTextModel(
-        CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_hidden_layers=1, num_attention_heads=12,
-                       max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    )
-    return assemble_pipeline(parts)
 
 
 def make_data(folder: Path, kind: str, n: int, resolution: int) -> Path:
@@ -105,7 +80,7 @@ def build_trainer(args: argparse.Namespace, method: str, work: Path) -> Trainer:
         positive_ratio=None,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    pipe = sd15_random_pipeline() if args.model == "sd15-random" else None
+    pipe = sd15_random_pipeline(full_vae=False, text_layers=1) if args.model == "sd15-random" else None
     if pipe is not None:
         config.model = "sd15-random"
     trainer = Trainer(config, pipe=pipe)

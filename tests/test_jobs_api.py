@@ -223,3 +223,43 @@ def test_webui_model_is_unloaded_for_the_job_and_loaded_back(fake_webui, tmp_pat
     assert ended.state in ("interrupted", "error", "cancelled")
     assert sd_models.calls == ["unload", "reload"]
     assert runner.record(status.id)["unloaded_webui_model"] is False
+
+
+@pytest.mark.slow
+def test_webui_job_trains_a_checkpoint_without_a_tokenizer_beside_it(fake_webui, tmp_path, quiet_trainer):
+    """A single-file checkpoint whose tokenizer is nowhere on disk: the job gets the loaded model's tokenizer."""
+    import json
+    from types import SimpleNamespace
+
+    from lib_alignment import webui_facade as webui
+    from lib_alignment.jobs import JobRequest, JobRunner
+    from lib_alignment.jobs.host import JobHost
+    from lib_alignment.models import load_pipeline
+    from lib_alignment.models.ldm_export import export_ldm_checkpoint
+
+    pipe = load_pipeline("tiny-random", device="cpu", dtype="fp32")
+    exported = export_ldm_checkpoint(pipe, tmp_path / "models" / "bare.safetensors")
+    for path in exported.text_encoder_dir.iterdir():
+        if path.name != "config.json":  # keep the text encoder's shape, drop every tokenizer file
+            path.unlink()
+    # what A1111's sd_model carries: cond_stage_model.wrapped.tokenizer (FrozenCLIPEmbedder)
+    fake_webui.shared.sd_model.cond_stage_model = SimpleNamespace(wrapped=SimpleNamespace(tokenizer=pipe.tokenizer))
+    host = JobHost(
+        name="a1111",
+        output_dir=tmp_path / "out",
+        lora_dir=tmp_path / "loras",
+        model_source=lambda: str(exported.checkpoint),
+        python=sys.executable,
+        env=dict(QUIET_ENV),
+        save_tokenizer=webui.save_tokenizer,
+    )
+    runner = JobRunner(host)
+    data = make_toy_pairs(tmp_path / "toy", 2, resolution=128)
+    options = {"max_train_steps": 1, "sample_steps": 2, "resolution": 64}
+    status = runner.start(JobRequest(method="dpo", name="bare", dataset=str(data), preset="cpu", options=options))
+    folder = runner.folder(status.id)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tokenizer"] == str(folder / "tokenizer") and any((folder / "tokenizer").iterdir())
+    ended = runner.wait(status.id, timeout=300)
+    assert ended.state == "finished", runner.log(status.id)
+    assert (tmp_path / "loras" / "bare.safetensors").is_file()

@@ -51,6 +51,7 @@ class TrainConfig:
     # --- what to train -----------------------------------------------------------------------
     method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), kto (liked/disliked images), mapo (pairs, no reference model) or ddpo (a reward on the model's own samples).", METHODS, "run"))
     model: str = field(default="", metadata=_opt("Base model: 'tiny', 'tiny-random', a diffusers folder or a .safetensors/.ckpt checkpoint.", group="run"))
+    tokenizer: str = field(default="", metadata=_opt("Tokenizer folder for a single-file checkpoint with none beside it (the WebUI tab hands over the loaded model's); empty = look beside the checkpoint, then in the local Hugging Face cache.", group="run"))
     data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads (not used by DDPO).", group="run"))
     output_dir: str = field(default="", metadata=_opt("Folder for NAME.safetensors and its sidecars (e.g. the WebUI's models/Lora).", group="run"))
     name: str = field(default="", metadata=_opt("Output name (file stem and ss_output_name).", group="run"))

@@ -137,7 +137,9 @@ class Trainer:
             from ..models import load_pipeline
 
             self._status(f"loading model {cfg.model}")
-            self.pipe = load_pipeline(cfg.model, device="cpu", dtype="fp32")
+            if cfg.tokenizer and not Path(cfg.tokenizer).expanduser().is_dir():
+                raise ConfigError(f"tokenizer: {cfg.tokenizer} is not a folder holding a saved CLIP tokenizer")
+            self.pipe = load_pipeline(cfg.model, device="cpu", dtype="fp32", tokenizer=cfg.tokenizer or None)
         pipe = self.pipe
         self.version = detect_version(pipe)
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))

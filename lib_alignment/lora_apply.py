@@ -3,7 +3,8 @@
 diffusers' own loader (`pipe.load_lora_weights`) is used where it works; it
 needs diffusers' peft backend, which is off under A1111's transformers 4.30.2
 pin. There we merge the weights ourselves, for files in the diffusers module
-layout our trainers write (`lora_unet_down_blocks_0_...`, `lora_te_...`).
+layout (`lora_unet_down_blocks_0_...`, `lora_te_...`) or the LDM one our trainers write
+for non-standard UNet layouts (`lora_unet_input_blocks_3_1_...`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,46 @@ _PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "tex
 
 
 def apply_kohya_lora(pipe: Any, path: Path, weight: float = 1.0) -> None:
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file {path} does not exist")
     try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="lora")
+        # diffusers' SD1/SD2 loader cannot number LDM-layout blocks: hand it this pipeline's own names
+        pipe.load_lora_weights(names_for_diffusers(load_file(str(path)), pipe), adapter_name="lora")
         pipe.set_adapters(["lora"], adapter_weights=[weight])
         return
     except (ValueError, ImportError, AttributeError, RuntimeError):
         pass  # no peft backend in this stack: merge below
     merge_kohya_lora(pipe, path, weight)
+
+
+def names_for_diffusers(state: dict[str, torch.Tensor], pipe: Any) -> dict[str, torch.Tensor]:
+    """The same kohya tensors named after this pipeline's modules: LDM-layout UNet names
+    (`lora_unet_input_blocks_3_1_…`) become diffusers ones, and text-encoder names lose the
+    `text_model` level where this transformers version has none."""
+    from .models.ldm_keys import unet_module_map, unet_module_to_ldm
+
+    unet = pipe.unet
+    ldm_modules = unet_module_map(unet.config)
+    names: dict[str, str] = {}
+    for attribute, prefix in (("text_encoder", "lora_te"), ("text_encoder", "lora_te1"), ("text_encoder_2", "lora_te2")):
+        encoder = getattr(pipe, attribute, None)
+        modules = [n for n, _ in encoder.named_modules() if n] if encoder is not None else []
+        if modules and not any(n.startswith("text_model.") for n in modules):
+            names.update({f"{prefix}_text_model_{n.replace('.', '_')}": f"{prefix}_{n.replace('.', '_')}" for n in modules})
+    for name, module in unet.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            try:
+                ldm = unet_module_to_ldm(name, unet.config, ldm_modules)
+            except ValueError:
+                continue
+            names["lora_unet_" + ldm.replace(".", "_")] = "lora_unet_" + name.replace(".", "_")
+    renamed = {}
+    for key, value in state.items():
+        base, _, part = key.partition(".")
+        renamed[f"{names.get(base, base)}.{part}"] = value
+    return renamed
 
 
 def merge_kohya_lora(pipe: Any, path: Path, weight: float = 1.0) -> int:
@@ -58,12 +90,24 @@ def merge_kohya_lora(pipe: Any, path: Path, weight: float = 1.0) -> int:
 
 
 def _kohya_module_index(pipe: Any) -> dict[str, torch.nn.Module]:
+    """kohya base name → module; UNet modules under both their diffusers and their LDM names."""
+    from .models.ldm_keys import unet_module_map, unet_module_to_ldm
+    from .training.export import with_text_model_level
+
     index: dict[str, torch.nn.Module] = {}
     for prefix, attribute in _PREFIXES.items():
         model = getattr(pipe, attribute, None)
         if model is None:
             continue
+        ldm_modules = unet_module_map(model.config) if attribute == "unet" else None
         for name, module in model.named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                 index[prefix + name.replace(".", "_")] = module
+                if ldm_modules is None:  # text encoders: also the transformers 4 name with `text_model.`
+                    index[prefix + with_text_model_level(name).replace(".", "_")] = module
+                else:
+                    try:
+                        index[prefix + unet_module_to_ldm(name, model.config, ldm_modules).replace(".", "_")] = module
+                    except ValueError:
+                        pass  # a module outside the SD1-style block layout: diffusers name only
     return index

@@ -9,6 +9,7 @@ import pytest
 import torch
 from training_helpers import tiny_sdxl_pipeline
 
+from lib_alignment.models.ldm_keys import unet_module_to_ldm
 from lib_alignment.training.config import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, TrainConfig
 from lib_alignment.training.export import kohya_state_dict, save_lora, training_metadata, write_sidecars
 from lib_alignment.training.lora import add_lora, load_trainable_state, trainable_state
@@ -71,7 +72,8 @@ def test_kohya_keys_alpha_and_values_follow_the_peft_weights(tiny_random_pipe):
     params = dict(unet.named_parameters())
     for name in (n for n in params if n.endswith(("attn2.to_k.lora_B.default.weight", "proj_in.lora_A.default.weight"))):
         module, part = name.split(".lora_")
-        kohya = "lora_unet_" + module.replace(".", "_") + (".lora_up.weight" if part.startswith("B") else ".lora_down.weight")
+        ldm = unet_module_to_ldm(module, unet.config)  # tiny-random has one layer per block: LDM-layout names
+        kohya = "lora_unet_" + ldm.replace(".", "_") + (".lora_up.weight" if part.startswith("B") else ".lora_down.weight")
         assert torch.equal(tensors[kohya], params[name].detach()), name
         if "proj_in" in name:  # SD1's proj_in is a 1×1 convolution; kohya keeps the kernel dims
             assert tensors[kohya].ndim == 4
@@ -129,7 +131,9 @@ def test_trainable_state_round_trips_bit_for_bit(tiny_random_pipe):
 
 @needs_peft_backend
 def test_diffusers_kohya_loader_reproduces_unet_and_text_encoder(tmp_path: Path):
-    """An independent loader (diffusers' pipe.load_lora_weights) on a fresh pipeline gives the same outputs."""
+    """diffusers' kohya loader (through `apply_kohya_lora`, which hands it diffusers names) on a fresh pipeline
+    gives the same outputs; tiny-random has one layer per block, so the file holds LDM-layout UNet names."""
+    from lib_alignment.lora_apply import apply_kohya_lora
     from lib_alignment.models.tiny import tiny_random_pipeline
 
     trained = tiny_random_pipeline(seed=0)
@@ -138,7 +142,7 @@ def test_diffusers_kohya_loader_reproduces_unet_and_text_encoder(tmp_path: Path)
     _randomise_up_weights(trained.unet, trained.text_encoder)
     path = save_lora(tmp_path / "l.safetensors", kohya_state_dict(trained.unet, [trained.text_encoder], alpha=8), {}, "fp32")
     fresh = tiny_random_pipeline(seed=0)
-    fresh.load_lora_weights(str(path.parent), weight_name=path.name)
+    apply_kohya_lora(fresh, path)
 
     g = torch.Generator().manual_seed(1)
     ids = trained.tokenizer(["a red circle on a blue background", ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -196,3 +200,43 @@ def test_model_version_detection_and_its_metadata():
     assert (sd2["ss_base_model_version"], sd2["ss_v2"]) == ("sd_v2", "True")
     assert sdxl["ss_base_model_version"].startswith("sdxl_") and sdxl["ss_v2"] == "False"
 
+
+
+@pytest.mark.parametrize("layers_per_block", [1, 2])
+def test_a1111_matches_every_lora_module_to_a_layer_of_the_right_shape(fake_webui, monkeypatch, layers_per_block):
+    """A1111 numbers diffusers-named UNet blocks as if every level had two layers: the export must give it names
+    that land on the right LDM layer for the tiny model's one layer per block too (checked with A1111's matching)."""
+    from diffusers import UNet2DConditionModel
+
+    from lib_alignment.models.ldm_keys import text_encoder_to_ldm, unet_to_ldm
+    from lib_alignment.models.tiny import tiny_random_pipeline
+    from lib_alignment.training import export
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_webui" / "extensions-builtin" / "Lora"))
+    monkeypatch.delitem(__import__("sys").modules, "networks", raising=False)
+    import networks
+
+    pipe = tiny_random_pipeline(seed=0)
+    unet = pipe.unet if layers_per_block == 1 else UNet2DConditionModel(**{**pipe.unet.config, "layers_per_block": 2})
+    encoder = pipe.text_encoder
+    checkpoint = {
+        **unet_to_ldm(unet.state_dict(), unet.config),
+        **text_encoder_to_ldm(encoder.state_dict(), encoder.config.max_position_embeddings),
+    }
+    mapping = networks.layer_mapping_from_checkpoint(checkpoint)
+    add_lora(unet, 4, 4, 0.0, ("to_q", "to_out.0", "ff.net.2", "proj_in", "conv1", "time_emb_proj"))
+    add_lora(encoder, 4, 4, 0.0, DEFAULT_TEXT_ENCODER_TARGETS)
+    tensors = kohya_state_dict(unet, [encoder], version="sd1")
+    matched, failed = networks.match_lora_keys(tensors, mapping)
+    assert failed == []
+    for base, weight_key in matched.items():
+        down, up = tensors[f"{base}.lora_down.weight"], tensors[f"{base}.lora_up.weight"]
+        expected = (up.shape[0], down.shape[1], *down.shape[2:])
+        assert tuple(checkpoint[weight_key].shape) == expected, (base, weight_key)
+    assert any(base.startswith("lora_unet_") for base in matched) and any(base.startswith("lora_te_") for base in matched)
+    if layers_per_block == 1:  # the diffusers names kohya uses for SD's layout would land on the wrong blocks here
+        monkeypatch.setattr(export, "needs_ldm_names", lambda config: False)
+        diffusers_named = kohya_state_dict(unet, [encoder], version="sd1")
+        matched, failed = networks.match_lora_keys(diffusers_named, mapping)
+        wrong = [b for b, k in matched.items() if tuple(checkpoint[k].shape) != tuple(diffusers_named[f"{b}.lora_up.weight"].shape[:1]) + tuple(diffusers_named[f"{b}.lora_down.weight"].shape[1:])]
+        assert failed or wrong

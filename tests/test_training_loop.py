@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib_alignment.models.ldm_keys import unet_module_to_ldm
 from lib_alignment.training import TrainConfig, Trainer
 from lib_alignment.training.events import read_events
 from lib_alignment.training.lora import trainable_state
@@ -156,7 +157,7 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_weights(tm
     exported = load_file(result.outputs["lora"])
     ups = {k: v for k, v in kept.items() if ".lora_B." in k}
     for name, value in ups.items():
-        module = name.split(".lora_B.")[0]
+        module = unet_module_to_ldm(name.split(".lora_B.")[0], trainer.pipe.unet.config)  # one layer per block: LDM names
         assert torch.equal(exported["lora_unet_" + module.replace(".", "_") + ".lora_up.weight"], value), name
     events = read_events(trainer.run_dir / "events.jsonl")
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "non_finite_loss"

@@ -119,6 +119,16 @@ def _rename_part(rest: str, parts: Mapping[str, str]) -> str:
     return rest
 
 
+def unet_module_to_ldm(path: str, config: Any, modules: Mapping[str, str] | None = None) -> str:
+    """LDM module path (under `model.diffusion_model.`) of a diffusers UNet module path, e.g.
+    `down_blocks.1.attentions.0.proj_in` → `input_blocks.3.1.proj_in` when layers_per_block is 1."""
+    modules = unet_module_map(config) if modules is None else modules
+    module, rest = _split_module(path + ".weight", modules)
+    if ".resnets." in module:
+        rest = _rename_part(rest, UNET_RESNET_PARTS)
+    return f"{modules[module]}.{rest}"[: -len(".weight")]
+
+
 def unet_to_ldm(state_dict: Mapping[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
     modules = unet_module_map(config)
     out: dict[str, torch.Tensor] = {}

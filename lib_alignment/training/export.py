@@ -4,8 +4,16 @@ Keys come from peft's state dict through diffusers' `convert_state_dict_to_kohya
 (prefixes `unet.` / `text_encoder.` / `text_encoder_2.` added first, as the
 converter expects). Two fixes follow: the converter writes `.alpha` = rank, so
 alpha is overwritten when lora_alpha ≠ rank; and it names an SD1/SD2 text
-encoder `lora_te1_`, which becomes kohya's `lora_te_`. Metadata follows kohya's
+encoder `lora_te1_`, which becomes kohya's `lora_te_`; text-encoder names keep the
+`text_model.` level that transformers ≥ 5 no longer has. Metadata follows kohya's
 `ss_*` keys the WebUIs' Lora cards read; files are written atomically.
+
+UNet layouts: A1111 turns diffusers-layout names (`lora_unet_down_blocks_1_attentions_0_…`)
+into its own by a formula that assumes SD's two layers per block (input block 1 + 3·i + j).
+For any other layout (the tiny model, custom-architecture checkpoints) that formula points
+at the wrong block, so those UNets get LDM-layout names (`lora_unet_input_blocks_3_1_…`),
+which A1111 resolves by its module names, Forge and ComfyUI by the model's own key map,
+and diffusers by `layers_per_block` (its SGM-block conversion).
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ def kohya_state_dict(
 
     prefixed = {f"unet.{k}": v for k, v in peft_state_dict(unet).items()}
     for prefix, encoder in zip(TEXT_ENCODER_PREFIXES, text_encoders):
-        prefixed.update({f"{prefix}.{k}": v for k, v in peft_state_dict(encoder).items()})
+        # transformers ≥ 5 drops CLIPTextModel's `text_model.` level; the hosts match kohya's names, which keep it
+        prefixed.update({f"{prefix}.{with_text_model_level(k)}": v for k, v in peft_state_dict(encoder).items()})
     converted = convert_state_dict_to_kohya({k: v.detach() for k, v in prefixed.items()})
     result: dict[str, torch.Tensor] = {}
     for key, value in converted.items():
@@ -49,10 +58,42 @@ def kohya_state_dict(
             rank = int(value)
             value = torch.tensor(float(alpha if alpha is not None else rank))
         result[key] = value
+    if needs_ldm_names(unet.config):
+        result = _with_ldm_unet_names(result, unet)
     unknown = [k for k in result if not k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))]
     if unknown:
         raise ValueError(f"kohya conversion produced keys the WebUIs would ignore, e.g. {unknown[0]!r}")
     return result
+
+
+def with_text_model_level(name: str) -> str:
+    """A CLIP text-encoder parameter name as transformers 4.x (and so kohya, A1111, Forge, ComfyUI) spell it."""
+    return name if name.startswith(("text_model.", "text_projection")) else "text_model." + name
+
+
+def needs_ldm_names(unet_config: Any) -> bool:
+    """True where A1111's diffusers-name formula (two layers per block) would misplace LoRA modules."""
+    return unet_config.layers_per_block != 2
+
+
+def _with_ldm_unet_names(tensors: dict[str, torch.Tensor], unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename `lora_unet_<diffusers path>` keys to `lora_unet_<LDM path>` (see the module doc)."""
+    from ..models.ldm_keys import unet_module_map, unet_module_to_ldm
+
+    modules = unet_module_map(unet.config)
+    names = {}
+    for key in peft_state_dict(unet):
+        path = key.split(".lora_", 1)[0]
+        names["lora_unet_" + path.replace(".", "_")] = "lora_unet_" + unet_module_to_ldm(path, unet.config, modules).replace(".", "_")
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        base, _, part = key.partition(".")
+        if base.startswith("lora_unet_"):
+            if base not in names:
+                raise ValueError(f"LoRA module {base!r} has no LDM name in this UNet layout")
+            base = names[base]
+        renamed[f"{base}.{part}"] = value
+    return renamed
 
 
 def training_metadata(

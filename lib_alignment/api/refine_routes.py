@@ -34,6 +34,7 @@ from ..ui.refine_sessions import (
     StaleRound,
     for_context,
 )
+from ..zo import DEFAULT_LR, DEFAULT_MU
 
 _PYDANTIC_2 = int(pydantic.VERSION.split(".")[0]) >= 2
 
@@ -59,8 +60,8 @@ class RefineStartBody(_Strict):
     height: int | None = Field(None, description="pixels, multiple of 8; default: the model's size")
     sampler_name: str | None = Field(None, description="one of the host's samplers; default: a deterministic one")
     m: int = Field(6, ge=LIMITS["m"][0], le=LIMITS["m"][1], description="candidates per round")
-    mu: float = Field(0.1, gt=0, le=LIMITS["mu"][1], description="perturbation scale")
-    lr: float = Field(2.0, gt=0, le=LIMITS["lr"][1], description="line-search step")
+    mu: float = Field(DEFAULT_MU, gt=0, le=LIMITS["mu"][1], description="perturbation scale")
+    lr: float = Field(DEFAULT_LR, gt=0, le=LIMITS["lr"][1], description="line-search step")
 
 
 class RankBody(_Strict):

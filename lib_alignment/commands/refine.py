@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..zo import DEFAULT_LR, DEFAULT_MU
 from .generation_args import add_generation_arguments, load_backend, settings_from_args
 
 
@@ -31,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the session already in --out")
     parser.add_argument("--m", type=int, default=6, help="candidates per round (default: 6)")
     parser.add_argument("--k", type=int, default=None, help="use only the oracle's top k (default: the full ranking)")
-    parser.add_argument("--mu", type=float, default=0.1, help="perturbation scale (default: 0.1)")
-    parser.add_argument("--lr", type=float, default=2.0, help="line-search step (default: 2.0)")
+    parser.add_argument("--mu", type=float, default=DEFAULT_MU, help=f"perturbation scale (default: {DEFAULT_MU})")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"line-search step (default: {DEFAULT_LR})")
     parser.add_argument("--no-line-search", action="store_true", help="plain ZO-RankSGD steps instead of rank/line rounds")
     parser.add_argument("--no-shell", action="store_true", help="do not keep latents at norm √d")
     parser.add_argument("--optimizer-seed", type=int, default=None, help="seeds perturbations and shuffles (default: --seed)")

@@ -26,7 +26,7 @@ from PIL import Image
 
 from ..generation import GenerationBackend, GenerationSettings, ProgressCallback, noise_from_seed
 from ..paths import atomic_write_json
-from ..zo import RankSGD, validate_order
+from ..zo import DEFAULT_LR, DEFAULT_MU, RankSGD, validate_order
 from .storage import load_state, load_tensors, save_state, save_tensors
 
 SESSION_FILE = "session.json"
@@ -49,8 +49,8 @@ class RefineParams:
 
     m: int = 6
     k: int | None = None
-    mu: float = 0.1
-    lr: float = 2.0
+    mu: float = DEFAULT_MU
+    lr: float = DEFAULT_LR
     line_search: bool = True
     project_to_shell: bool = True
     optimizer_seed: int = 0

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from ..generation import SAMPLERS
+from ..zo import DEFAULT_LR, DEFAULT_MU
 from .context import AppContext
 from .refine_sessions import (
     LIMITS,
@@ -203,8 +204,8 @@ def build(ctx: AppContext) -> None:
                     elem_id=_id("m"),
                 )
                 with gr.Row():
-                    mu = gr.Number(label="Exploration μ (noise change per candidate)", value=0.1, elem_id=_id("mu"))
-                    lr = gr.Number(label="Step size (line search)", value=2.0, elem_id=_id("lr"))
+                    mu = gr.Number(label="Exploration μ (noise change per candidate)", value=DEFAULT_MU, elem_id=_id("mu"))
+                    lr = gr.Number(label="Step size (line search)", value=DEFAULT_LR, elem_id=_id("lr"))
                 apply_params = gr.Button("Apply to the running session (from its next round)", elem_id=_id("apply"))
             start = gr.Button("Start", variant="primary", elem_id=_id("start"))
             with gr.Accordion("Earlier sessions", open=False, elem_id=_id("history")):

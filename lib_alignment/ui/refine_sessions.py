@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..generation import ANCESTRAL_SAMPLERS, SAMPLERS, GenerationSettings, ProgressCallback
 from ..paths import confine
+from ..zo import DEFAULT_LR, DEFAULT_MU
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 SERVICE_NAME = "refine_sessions"
@@ -88,8 +89,8 @@ class RefineRequest:
     height: int | None = None
     sampler_name: str | None = None
     m: int = 6
-    mu: float = 0.1
-    lr: float = 2.0
+    mu: float = DEFAULT_MU
+    lr: float = DEFAULT_LR
 
     def problems(self, samplers: Sequence[str]) -> list[str]:
         """One "field: message" per bad field."""

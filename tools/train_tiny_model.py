@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--vae-from", type=Path, default=None, help="skip stage 1: load the autoencoder a --vae-out run saved in this folder"
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue stage 2 from the UNet and text encoder of this tiny diffusers folder (a second phase)",
+    )
     parser.add_argument("--output", type=Path, default=TINY_DIR, help="diffusers folder to write")
     parser.add_argument("--samples", type=Path, default=None, help="also write a contact sheet PNG of sample prompts here")
     args = parser.parse_args(argv)
@@ -263,6 +269,24 @@ def loss_weights(alphas_cumprod: torch.Tensor, gamma: float = 5.0, boost: float 
     """
     snr = alphas_cumprod / (1 - alphas_cumprod)
     return torch.clamp(snr, max=gamma) / snr * torch.clamp(1 + 1 / snr, max=boost)
+
+
+def load_denoiser_weights(components: dict[str, Any], folder: Path) -> None:
+    """UNet and text-encoder weights of an earlier run (safetensors only), for a second training phase."""
+    from safetensors.torch import load_file
+
+    for name, file in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        path = folder / name / file
+        if not path.is_file():
+            raise SystemExit(f"--init-from {folder}: {path} is missing")
+        module = components[name]
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        if name == "text_encoder":  # stored under text_model. (see prefix_text_encoder_keys); transformers 5 has no such level
+            own = module.state_dict()
+            state = {k if k in own else k.removeprefix("text_model."): v for k, v in state.items()}
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise SystemExit(f"--init-from {folder}: {name} does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def train_denoiser(
@@ -467,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     scale = latent_scale(means, stds, torch.Generator().manual_seed(args.seed * 1000 + 6))
     components["vae"].register_to_config(scaling_factor=scale)
     print(f"latent mean {means.mean():.3f}, std {means.std():.3f}; scaling_factor {scale:.5f}")
+    if args.init_from is not None:
+        load_denoiser_weights(components, args.init_from)
+        print(f"stage 2 continues from {args.init_from}")
     unet_stats = train_denoiser(components, scenes, means, stds, scale, args, device)
     unet_seconds = time.time() - start
 

@@ -12,10 +12,14 @@ checked at the current point after each step (measuring it costs no query).
 Methods: rank k=1/5/10 (plain ZO-RankSGD steps x + lr·g), rank k=5 with the
 rank/line-search rounds (every shown candidate counts as a query), ZO-SGD, and
 CMA-ES (pycma, popsize 10, the mean as current point; skipped if `cma` is not
-installed). Shell projection is off. Step sizes (lr; σ0 for CMA-ES) come from
-`--grid`: quarter-decade grids, scored on tuning seeds 100 and 101 (which are
-not among the reported seeds) by mean log queries, a failed run counting as
-twice the budget. The defaults below are that grid's picks.
+installed). Shell projection is off. Rank k=5 and ZO-SGD also run with a
+geometric step schedule lr·γ^t (t = step number): a rank estimate carries only a
+direction, so a fixed step leaves a plateau whose size is set by lr, and a
+shrinking step removes it; ZO-SGD gets the same schedule so the comparison stays
+fair. Step sizes (lr; σ0 for CMA-ES; and γ) come from `--grid`: quarter-decade
+grids (γ from 0.9 to 1), scored on tuning seeds 100 and 101 (which are not among
+the reported seeds) by mean log queries, a failed run counting as twice the
+budget. The defaults below are that grid's picks.
 
     python benchmarks/zo_synthetic.py            # the table in benchmarks/README.md (~20 s on 2 busy cores)
     python benchmarks/zo_synthetic.py --grid     # re-tune the step sizes (~4 min)
@@ -90,36 +94,44 @@ METHODS: dict[str, dict] = {
     "rank k=10": {"kind": "rank", "k": 10},
     "rank k=5 +line search": {"kind": "rank", "k": 5, "line_search": True},
     "ZO-SGD (values)": {"kind": "zosgd"},
+    "rank k=5, lr·γ^t": {"kind": "rank", "k": 5, "schedule": True},
+    "ZO-SGD, lr·γ^t": {"kind": "zosgd", "schedule": True},
     "CMA-ES": {"kind": "cma"},
 }
+#: Decay factors γ tried by `--grid` for the scheduled methods (the others keep γ = 1).
+GAMMAS = (1.0, 0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9)
 GRIDS = {
     "rank": [10 ** (e / 4) for e in range(-4, 11)],  # 0.1 … 316
     "zosgd": [10 ** (e / 4) for e in range(-24, -7)],  # 1e-6 … 0.018
     "cma": [10 ** (e / 4) for e in range(-8, 3)],  # 0.01 … 1.8
 }
-#: The grid's picks (python benchmarks/zo_synthetic.py --grid).
+#: The grid's picks (python benchmarks/zo_synthetic.py --grid): (step, γ).
 STEPS = {
     "quadratic": {
-        "rank k=1": 10**0.5,
-        "rank k=5": 10.0,
-        "rank k=10": 10.0,
-        "rank k=5 +line search": 10**2.5,
-        "ZO-SGD (values)": 1e-3,
-        "CMA-ES": 10**-0.5,
+        "rank k=1": (10**0.5, 1.0),
+        "rank k=5": (10.0, 1.0),
+        "rank k=10": (10.0, 1.0),
+        "rank k=5 +line search": (10**2.5, 1.0),
+        "ZO-SGD (values)": (1e-3, 1.0),
+        "rank k=5, lr·γ^t": (10**1.75, 0.95),
+        "ZO-SGD, lr·γ^t": (1e-3, 1.0),
+        "CMA-ES": (10**-0.5, 1.0),
     },
     "rosenbrock": {
-        "rank k=1": 10**0.5,
-        "rank k=5": 10.0,
-        "rank k=10": 10.0,
-        "rank k=5 +line search": 10**2.25,
-        "ZO-SGD (values)": 1e-4,
-        "CMA-ES": 10**-0.75,
+        "rank k=1": (10**0.5, 1.0),
+        "rank k=5": (10.0, 1.0),
+        "rank k=10": (10.0, 1.0),
+        "rank k=5 +line search": (10**2.25, 1.0),
+        "ZO-SGD (values)": (1e-4, 1.0),
+        "rank k=5, lr·γ^t": (10**1.5, 0.98),
+        "ZO-SGD, lr·γ^t": (1e-4, 1.0),
+        "CMA-ES": (10**-0.75, 1.0),
     },
 }
 
 
-def run(problem: Problem, method: dict, step: float, budget: int, seed: int) -> tuple[int | None, float]:
-    """(queries to reach 1% of the initial gap or None, final relative gap)."""
+def run(problem: Problem, method: dict, step: float, budget: int, seed: int, gamma: float = 1.0) -> tuple[int | None, float]:
+    """(queries to reach 1% of the initial gap or None, final relative gap); step t uses lr = step·γ^t."""
     f, x0 = problem.f, problem.x0
     gap0 = float(f(x0[None])[0]) - problem.f_star
 
@@ -149,7 +161,10 @@ def run(problem: Problem, method: dict, step: float, budget: int, seed: int) -> 
             project_to_shell=False, seed=seed, undo_depth=0,
         )  # fmt: skip
     gap = 1.0
+    t = 0
     while queries < budget:
+        opt.lr = step * gamma**t
+        t += 1
         candidates = opt.ask()
         values = f(candidates)
         queries += candidates.shape[0]
@@ -165,19 +180,21 @@ def run(problem: Problem, method: dict, step: float, budget: int, seed: int) -> 
     return None, gap
 
 
-def tune(problem_name: str, name: str, method: dict) -> float:
+def tune(problem_name: str, name: str, method: dict) -> tuple[float, float]:
+    """The (step, γ) with the fewest mean log queries on the tuning seeds."""
     budget = BUDGET[problem_name]
     best, best_score = None, math.inf
-    for step in GRIDS[method["kind"]]:
-        logs = []
-        for seed in TUNING_SEEDS:
-            queries, _ = run(PROBLEMS[problem_name](seed), method, step, budget, seed)
-            logs.append(math.log(queries if queries is not None else 2 * budget))
-        score = statistics.fmean(logs)
-        if score < best_score:
-            best, best_score = step, score
+    for gamma in GAMMAS if method.get("schedule") else (1.0,):
+        for step in GRIDS[method["kind"]]:
+            logs = []
+            for seed in TUNING_SEEDS:
+                queries, _ = run(PROBLEMS[problem_name](seed), method, step, budget, seed, gamma)
+                logs.append(math.log(queries if queries is not None else 2 * budget))
+            score = statistics.fmean(logs)
+            if score < best_score:
+                best, best_score = (step, gamma), score
     assert best is not None
-    print(f"  {problem_name:10s} {name:24s} step {best:.3g}", flush=True)
+    print(f"  {problem_name:10s} {name:24s} step {best[0]:.3g} γ {best[1]:g}", flush=True)
     return best
 
 
@@ -203,18 +220,22 @@ def main() -> int:
     for p in args.problems:
         budget = BUDGET[p]
         print(f"\n{p} (d={DIM}, m={M} queries/step, budget {budget} queries, {args.seeds} seeds): queries to 1% of the initial gap")
-        print(f"  {'method':24s} {'step':>8s} {'median':>8s} {'reached':>8s}  per seed")
+        print(f"  {'method':24s} {'step':>8s} {'γ':>6s} {'median':>8s} {'reached':>8s}  per seed")
         medians = {}
         for name, method in METHODS.items():
-            results = [run(PROBLEMS[p](seed), method, steps[p][name], budget, seed) for seed in range(args.seeds)]
+            step, gamma = steps[p][name]
+            results = [run(PROBLEMS[p](seed), method, step, budget, seed, gamma) for seed in range(args.seeds)]
             counts = [q if q is not None else math.inf for q, _ in results]
             median = statistics.median(counts)
             medians[name] = median
             reached = sum(q is not None for q, _ in results)
             shown = " ".join(str(q) if q is not None else ("diverged" if math.isinf(g) else f">{budget}(gap {g:.2g})") for q, g in results)
-            print(f"  {name:24s} {steps[p][name]:8.3g} {median:8.0f} {reached:>5d}/{args.seeds}  {shown}", flush=True)
-        ratio = medians["rank k=5"] / medians["ZO-SGD (values)"]
-        print(f"  rank (10,5) / ZO-SGD median queries: {ratio:.2f}×")
+            print(f"  {name:24s} {step:8.3g} {gamma:6g} {median:8.0f} {reached:>5d}/{args.seeds}  {shown}", flush=True)
+        fixed = medians["rank k=5"] / medians["ZO-SGD (values)"]
+        scheduled = medians["rank k=5, lr·γ^t"] / medians["ZO-SGD, lr·γ^t"]
+        best_rank = min(medians["rank k=5"], medians["rank k=5, lr·γ^t"])
+        best_values = min(medians["ZO-SGD (values)"], medians["ZO-SGD, lr·γ^t"])
+        print(f"  rank (10,5) / ZO-SGD median queries: fixed steps {fixed:.2f}×, both scheduled {scheduled:.2f}×, best of each {best_rank / best_values:.2f}×")
     print(f"\ntotal {time.time() - started:.0f} s")
     return 0
 

@@ -9,6 +9,7 @@ for non-standard UNet layouts (`lora_unet_input_blocks_3_1_...`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +37,7 @@ def names_for_diffusers(state: dict[str, torch.Tensor], pipe: Any) -> dict[str, 
     """The same kohya tensors named after this pipeline's modules: LDM-layout UNet names
     (`lora_unet_input_blocks_3_1_…`) become diffusers ones, and text-encoder names lose the
     `text_model` level where this transformers version has none."""
-    from .models.ldm_keys import unet_module_map, unet_module_to_ldm
-
-    unet = pipe.unet
-    ldm_modules = unet_module_map(unet.config)
-    names: dict[str, str] = {}
-    for attribute, prefix in (("text_encoder", "lora_te"), ("text_encoder", "lora_te1"), ("text_encoder_2", "lora_te2")):
-        encoder = getattr(pipe, attribute, None)
-        modules = [n for n, _ in encoder.named_modules() if n] if encoder is not None else []
-        if modules and not any(n.startswith("text_model.") for n in modules):
-            names.update({f"{prefix}_text_model_{n.replace('.', '_')}": f"{prefix}_{n.replace('.', '_')}" for n in modules})
-    for name, module in unet.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            try:
-                ldm = unet_module_to_ldm(name, unet.config, ldm_modules)
-            except ValueError:
-                continue
-            names["lora_unet_" + ldm.replace(".", "_")] = "lora_unet_" + name.replace(".", "_")
+    names = {spelling: own for spelling, own, _ in _kohya_spellings(pipe)}
     renamed = {}
     for key, value in state.items():
         base, _, part = key.partition(".")
@@ -91,23 +76,25 @@ def merge_kohya_lora(pipe: Any, path: Path, weight: float = 1.0) -> int:
 
 def _kohya_module_index(pipe: Any) -> dict[str, torch.nn.Module]:
     """kohya base name → module; UNet modules under both their diffusers and their LDM names."""
-    from .models.ldm_keys import unet_module_map, unet_module_to_ldm
+    return {spelling: module for spelling, _, module in _kohya_spellings(pipe)}
+
+
+def _kohya_spellings(pipe: Any) -> Iterator[tuple[str, str, torch.nn.Module]]:
+    """(a kohya base name a file may use, the name of the same layer in this pipeline, the layer) for every
+    Linear/Conv2d: UNet layers also under their LDM-layout name, text-encoder layers also under the
+    transformers 4 name with `text_model.`."""
+    from .models.ldm_keys import unet_ldm_names
     from .training.export import with_text_model_level
 
-    index: dict[str, torch.nn.Module] = {}
     for prefix, attribute in _PREFIXES.items():
         model = getattr(pipe, attribute, None)
         if model is None:
             continue
-        ldm_modules = unet_module_map(model.config) if attribute == "unet" else None
+        ldm = unet_ldm_names(model) if attribute == "unet" else {}
         for name, module in model.named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                index[prefix + name.replace(".", "_")] = module
-                if ldm_modules is None:  # text encoders: also the transformers 4 name with `text_model.`
-                    index[prefix + with_text_model_level(name).replace(".", "_")] = module
-                else:
-                    try:
-                        index[prefix + unet_module_to_ldm(name, model.config, ldm_modules).replace(".", "_")] = module
-                    except ValueError:
-                        pass  # a module outside the SD1-style block layout: diffusers name only
-    return index
+                own = prefix + name.replace(".", "_")
+                other = ldm.get(name) if attribute == "unet" else with_text_model_level(name)
+                yield own, own, module
+                if other is not None:
+                    yield prefix + other.replace(".", "_"), own, module

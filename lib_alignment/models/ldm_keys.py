@@ -129,6 +129,19 @@ def unet_module_to_ldm(path: str, config: Any, modules: Mapping[str, str] | None
     return f"{modules[module]}.{rest}"[: -len(".weight")]
 
 
+def unet_ldm_names(unet: torch.nn.Module) -> dict[str, str]:
+    """diffusers module path → LDM module path for every module of `unet` inside the SD1-style block layout
+    (LoRA key names; peft's wrapped layers included)."""
+    modules = unet_module_map(unet.config)
+    names: dict[str, str] = {}
+    for name, _ in unet.named_modules():
+        try:
+            names[name] = unet_module_to_ldm(name, unet.config, modules)
+        except ValueError:
+            continue  # the root and the block lists themselves have no LDM module
+    return names
+
+
 def unet_to_ldm(state_dict: Mapping[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
     modules = unet_module_map(config)
     out: dict[str, torch.Tensor] = {}

@@ -78,13 +78,9 @@ def needs_ldm_names(unet_config: Any) -> bool:
 
 def _with_ldm_unet_names(tensors: dict[str, torch.Tensor], unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Rename `lora_unet_<diffusers path>` keys to `lora_unet_<LDM path>` (see the module doc)."""
-    from ..models.ldm_keys import unet_module_map, unet_module_to_ldm
+    from ..models.ldm_keys import unet_ldm_names
 
-    modules = unet_module_map(unet.config)
-    names = {}
-    for key in peft_state_dict(unet):
-        path = key.split(".lora_", 1)[0]
-        names["lora_unet_" + path.replace(".", "_")] = "lora_unet_" + unet_module_to_ldm(path, unet.config, modules).replace(".", "_")
+    names = {"lora_unet_" + path.replace(".", "_"): "lora_unet_" + ldm.replace(".", "_") for path, ldm in unet_ldm_names(unet).items()}
     renamed: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         base, _, part = key.partition(".")

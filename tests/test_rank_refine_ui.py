@@ -276,7 +276,8 @@ def test_undo_params_best_only_save_and_resume_after_reload(page):
     wait_for(lambda: driver.find_element(By.CSS_SELECTOR, f"#{ID}_m input"), 10, "the m slider")
     set_component_value(driver, f"{ID}_m", "4")  # fewer candidates from the next round on
     driver.find_element(By.ID, f"{ID}_apply").click()
-    wait_for(lambda: "m=4" in driver.find_element(By.CSS_SELECTOR, ".alignment-board-head").text, 30, "m=4 applied")
+    board_head = lambda: driver.find_element(By.CSS_SELECTOR, ".alignment-board-head").text  # noqa: E731
+    wait_for(lambda: "m=4" in board_head(), 30, "m=4 applied", describe=board_head)
     assert len(_tiles(driver)) == 6  # the round on show stays as it was
 
     driver.find_element(By.CSS_SELECTOR, ".alignment-best-only").click()

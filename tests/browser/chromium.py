@@ -116,8 +116,15 @@ def chromium() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll until condition() is truthy (exceptions count as not yet)."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 60,
+    what: str = "condition",
+    describe: Callable[[], str] | None = None,
+) -> Any:
+    """Poll until condition() is truthy (exceptions count as not yet).
+
+    describe: what to add to the failure message (e.g. the text that was on show instead)."""
     deadline = time.time() + timeout
     last: Exception | None = None
     while time.time() < deadline:
@@ -128,20 +135,40 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "con
         except Exception as error:  # noqa: BLE001 - elements come and go while gradio renders
             last = error
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
+    message = f"timed out waiting for {what}" + (f" (last error: {last})" if last else "")
+    if describe is not None:
+        try:
+            message += f"; on show: {describe()!r}"
+        except Exception as error:  # noqa: BLE001
+            message += f"; could not read what is on show: {error}"
+    raise AssertionError(message)
 
 
-def set_component_value(driver: Any, elem_id: str, value: str) -> None:
-    """Type into a gradio Textbox/Number/Slider by its elem_id, the way the page's own script does."""
-    driver.execute_script(
-        """
+def set_component_value(driver: Any, elem_id: str, value: str, timeout: float = 20) -> None:
+    """Type into a gradio Textbox/Number/Slider by its elem_id, the way the page's own script does.
+
+    A component that has just been mounted (an accordion opened a moment ago) may still write its initial
+    value into the field on a later tick, on a loaded machine well after the field appeared; so the value is
+    set again until it has stayed put for half a second."""
+    script = """
         var el = document.getElementById(arguments[0]);
         var input = el.matches('textarea, input') ? el
             : (el.querySelector('textarea') || el.querySelector('input[type=number]') || el.querySelector('input'));
-        input.value = arguments[1];
-        input.dispatchEvent(new Event('input', {bubbles: true}));
-        input.dispatchEvent(new Event('change', {bubbles: true}));
-        """,
-        elem_id,
-        value,
-    )
+        if (arguments[2] === 'force' || (arguments[2] === 'fix' && input.value !== arguments[1])) {
+            input.value = arguments[1];
+            input.dispatchEvent(new Event('input', {bubbles: true}));
+            input.dispatchEvent(new Event('change', {bubbles: true}));
+        }
+        return input.value;
+        """
+    driver.execute_script(script, elem_id, value, 'force')
+    deadline = time.time() + timeout
+    steady_since = time.time()
+    while time.time() < deadline:
+        time.sleep(0.1)
+        if driver.execute_script(script, elem_id, value, 'read') != value:
+            driver.execute_script(script, elem_id, value, 'fix')
+            steady_since = time.time()
+        elif time.time() - steady_since >= 0.5:
+            return
+    raise AssertionError(f"#{elem_id} did not keep the value {value!r}")

@@ -1,12 +1,13 @@
 """End to end on the trained tiny model: the reward steers DDPO.
 
 Two runs of one recipe differ only in the reward's sign: JPEG incompressibility (larger files score higher) and
-compressibility. Updates of this size change the tiny model's pictures whatever the reward (a run with shuffled
-advantages also grows the files by about 0.1 kB), so the test compares the two runs: the incompressibility run must
-end with clearly larger files than the compressibility run on average and on most fixed seeds. A sign error in the
-advantages or the log-probability ratio reverses that. A control run with every advantage zeroed trains on the same
-samples and does not move: its LoRA stays at its initial (zero) output and the fixed-seed images are bit-identical.
-(A random VAE makes the JPEG size nearly constant, so this needs the trained tiny model.)
+compressibility. Each must move the fixed-seed file sizes its own way, and the incompressibility run must end with
+larger files than the compressibility run on most seeds; a sign error in the advantages or the log-probability ratio
+reverses that. (The phase-1 tiny weights, which drew one blob for "circle" and "square", grew the files under either
+reward, so the comparison between the two runs is the part that holds for any model.) A control run with every
+advantage zeroed trains on the same samples and does not move: its LoRA stays at its initial (zero) output and the
+fixed-seed images are bit-identical. (A random VAE makes the JPEG size nearly constant, so this needs the trained
+tiny model.)
 """
 
 from __future__ import annotations
@@ -56,18 +57,18 @@ def test_the_reward_sign_steers_ddpo_and_a_zero_advantage_control_does_not_move(
 
     trainer = _trainer(tmp_path / "ddpo")
     _, before = trainer.sample_seeded([PROMPT] * len(SEEDS), SEEDS)
-    # the trained model's JPEG sizes differ by seed (std ≈ 0.16 kB; a random VAE gives ≈ 0.01): something to learn
-    assert float(before.std()) > 0.05
+    # the trained model's JPEG sizes differ by seed (std ≈ 0.04 kB; a random VAE gives ≈ 0.01): something to learn
+    assert float(before.std()) > 0.03
     assert trainer.train().status == "finished"
     _, larger = trainer.sample_seeded([PROMPT] * len(SEEDS), SEEDS)  # reward = +kB
     opposite = _trainer(tmp_path / "opposite", reward="jpeg_compressibility")
     assert opposite.train().status == "finished"
     _, negated = opposite.sample_seeded([PROMPT] * len(SEEDS), SEEDS)  # reward = −kB
     smaller = -negated
-    # measured (kB): incompressibility +0.25, compressibility +0.11 (current stack); +0.21 and −0.06 (A1111 stack)
-    assert float((larger - before).mean()) > 0.08, (before.tolist(), larger.tolist())
-    assert float((larger - smaller).mean()) > 0.08, (larger.tolist(), smaller.tolist())
-    assert int((larger > smaller).sum()) >= 5, (larger.tolist(), smaller.tolist())  # 5–8 of 8 measured
+    # measured (kB): incompressibility +0.12, compressibility −0.38 (current and Forge stacks); +0.17 and −0.10 (A1111)
+    assert float((larger - before).mean()) > 0.06, (before.tolist(), larger.tolist())
+    assert float((smaller - before).mean()) < -0.05, (before.tolist(), smaller.tolist())
+    assert int((larger > smaller).sum()) >= 6, (larger.tolist(), smaller.tolist())  # 8 of 8 measured
 
     class ZeroAdvantages(DDPOTrainer):
         def collect_rollout(self):

@@ -109,12 +109,15 @@ def test_pixel_space_rewards_respond_to_the_prompt(images):
 
 
 def test_shape_words_change_the_shape(images):
-    """Triangles fill about 0.6 of their bounding box, circles and squares 0.8–1 (as toyworld draws them).
+    """Fill of the bounding box: toyworld draws squares at 1.0, circles at π/4 ≈ 0.79, triangles at ~0.6.
 
-    The tiny model draws "triangle" as a triangle for every seed; "circle" and "square" both come out as
-    rounded blobs (their difference is a few pixels of corner at 128 px, below what its training resolved).
+    Over the same eight seeds, "square" must come out fuller than "circle" and "circle" fuller than
+    "triangle" for every seed (the weights before the shape-contrast phase drew one blob for both
+    "circle" and "square": fills 0.859 vs 0.864, the square fuller on 6 of 8 seeds).
     """
     fills = {shape: [fill_ratio(image) for image in images[shape]] for shape in ("circle", "square", "triangle")}
     means = {shape: float(np.mean(values)) for shape, values in fills.items()}
-    assert means["triangle"] < 0.7 and min(means["circle"], means["square"]) > 0.78, means
-    assert all(t < min(c, s) - 0.05 for t, c, s in zip(fills["triangle"], fills["circle"], fills["square"])), fills
+    assert means["triangle"] < 0.68 and means["circle"] < 0.82 and means["square"] > 0.88, means
+    assert means["square"] - means["circle"] > 0.1, means
+    for t, c, s in zip(fills["triangle"], fills["circle"], fills["square"]):
+        assert t < c - 0.03 and c < s - 0.05, fills

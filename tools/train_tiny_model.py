@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.2,
         help="std of a per-channel constant added to the training noise, so colour follows the caption, not the seed",
     )
+    parser.add_argument(
+        "--shape-contrast",
+        type=float,
+        default=0.0,
+        help="weight of a term that makes the shape word matter (see shape_contrast_loss; 0: off)",
+    )
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved UNet/text-encoder weights")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 is fastest on a busy shared CPU)"
@@ -253,9 +259,21 @@ class Captioner:
             ).input_ids[0]
         return self._ids[text]
 
-    def batch(self, scenes: list[toyworld.Scene]) -> torch.Tensor:
-        texts = ["" if self.rng.random() < CAPTION_DROPOUT else toyworld.caption_variants(s, self.rng) for s in scenes]
+    def texts(self, scenes: list[toyworld.Scene]) -> list[str]:
+        return ["" if self.rng.random() < CAPTION_DROPOUT else toyworld.caption_variants(s, self.rng) for s in scenes]
+
+    def batch(self, texts: list[str]) -> torch.Tensor:
         return torch.stack([self.ids(t) for t in texts])
+
+
+def other_shape_caption(text: str, shape: str, rng: torch.Generator) -> str | None:
+    """The caption with its shape word replaced by another shape (None when it names no shape)."""
+    words = text.split(" ")
+    if shape not in words:
+        return None
+    others = [s for s in toyworld.SHAPES if s != shape]
+    swap = others[int(torch.randint(0, len(others), (1,), generator=rng))]
+    return " ".join(swap if w == shape else w for w in words)
 
 
 def loss_weights(alphas_cumprod: torch.Tensor, gamma: float = 5.0, boost: float = 5.0) -> torch.Tensor:
@@ -269,6 +287,39 @@ def loss_weights(alphas_cumprod: torch.Tensor, gamma: float = 5.0, boost: float 
     """
     snr = alphas_cumprod / (1 - alphas_cumprod)
     return torch.clamp(snr, max=gamma) / snr * torch.clamp(1 + 1 / snr, max=boost)
+
+
+def shape_contrast_loss(
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    captioner: Captioner,
+    scenes: list[toyworld.Scene],
+    texts: list[str],
+    noisy: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    per_sample: torch.Tensor,
+    generator: torch.Generator,
+    sharpness: float = 100.0,
+) -> torch.Tensor:
+    """Make the caption's shape word matter: the true caption must predict the noise better than the same
+    caption naming another shape (a two-way classifier whose logits are the denoising errors).
+
+    Why: circles and squares differ in a few corner pixels, so the plain loss gains little from telling
+    them apart, and joint training settles on one rounded blob for both words."""
+    swapped, rows = [], []
+    for row, (scene, text) in enumerate(zip(scenes, texts)):
+        other = other_shape_caption(text, scene.shape, generator)
+        if other is not None:
+            swapped.append(other)
+            rows.append(row)
+    if not rows:
+        return per_sample.new_zeros(())
+    select = torch.tensor(rows, device=noisy.device)
+    hidden = text_encoder(captioner.batch(swapped).to(noisy.device))[0]
+    pred = unet(noisy[select], t[select], hidden).sample
+    wrong = (pred.float() - noise[select]).pow(2).mean(dim=(1, 2, 3))
+    return F.softplus(sharpness * (per_sample[select] - wrong)).mean()
 
 
 def load_denoiser_weights(components: dict[str, Any], folder: Path) -> None:
@@ -319,13 +370,19 @@ def train_denoiser(
         noise = torch.randn(latents.shape, generator=generator)
         noise = noise + args.offset_noise * torch.randn((*noise.shape[:2], 1, 1), generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
-        ids = captioner.batch([scenes[i] for i in index.tolist()])
+        batch_scenes = [scenes[i] for i in index.tolist()]
+        texts = captioner.texts(batch_scenes)
+        ids = captioner.batch(texts)
         latents, noise, t, ids = latents.to(device), noise.to(device), t.to(device), ids.to(device)
         noisy = scheduler.add_noise(latents, noise, t)
         hidden = text_encoder(ids)[0]
         pred = unet(noisy, t, hidden).sample
         per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * weights[t]).mean()
+        if args.shape_contrast > 0:
+            loss = loss + args.shape_contrast * shape_contrast_loss(
+                unet, text_encoder, captioner, batch_scenes, texts, noisy, noise, t, per_sample, generator
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -391,18 +448,34 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def earlier_phases(folder: Path) -> list[str]:
+    """The training commands of the run that `--init-from` continues, read from its README (oldest first)."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return [f"(earlier phase: weights from {folder.name}, no README)"]
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    return [line.strip().split(" --output ")[0] for line in lines if line.strip().startswith("python tools/train_tiny_model.py")]
+
+
 def write_readme(folder: Path, args: argparse.Namespace, stats: dict[str, Any]) -> None:
     """How the shipped weights were made, so anyone can rebuild and compare."""
     counts = stats["parameters"]
     command = f"python tools/train_tiny_model.py --device {args.device} --seed {args.seed} --steps {args.steps}"
     defaults = parse_args([])
-    tuned = ("batch_size", "lr", "vae_steps", "vae_batch_size", "vae_crop", "vae_lr", "kl_weight", "scenes", "offset_noise", "ema", "threads")
+    tuned = (
+        "batch_size", "lr", "vae_steps", "vae_batch_size", "vae_crop", "vae_lr", "kl_weight", "scenes", "offset_noise",
+        "shape_contrast", "ema", "threads",
+    )  # fmt: skip
     for name in tuned:
         if getattr(args, name) != getattr(defaults, name):
             command += f" --{name.replace('_', '-')} {getattr(args, name)}"
+    earlier = earlier_phases(args.init_from) if args.init_from is not None else []
+    if earlier:  # one line a phase, each continuing from the folder the one before wrote
+        phases = [f"{line} --output PHASE{i + 1}" for i, line in enumerate(earlier)]
+        command = "\n    ".join([*phases, f"{command} --init-from PHASE{len(earlier)}"])
     if args.vae_from is not None:
         command += (
-            "\n\n(run here in two parts, stage 1 with `--vae-out DIR` and stage 2 with `--vae-from DIR`;"
+            "\n\n(run here in parts, stage 1 with `--vae-out DIR` and stage 2 with `--vae-from DIR`;"
             "\nevery stage seeds its own generators, so one run gives the same weights)"
         )
     text = f"""# tiny: the built-in toy-shapes model
@@ -420,7 +493,7 @@ Rebuild it with:
 | --- | --- |
 | device | {stats["device"]} |
 | seed | {args.seed} |
-| UNet | {counts["unet"]:,} parameters, {args.steps} steps, batch {args.batch_size}, peak lr {args.lr}, EMA {args.ema} |
+| UNet | {counts["unet"]:,} parameters, {args.steps} steps{" (last phase)" if earlier else ""}, batch {args.batch_size}, peak lr {args.lr}, EMA {args.ema} |
 | text encoder | {counts["text_encoder"]:,} parameters, trained with the UNet, {int(CAPTION_DROPOUT * 100)} % empty captions |
 | VAE | {counts["vae"]:,} parameters, {args.vae_steps} steps, batch {args.vae_batch_size}, {args.vae_crop or RESOLUTION} px crops, KL weight {args.kl_weight} |
 | scaling_factor | {stats["scaling_factor"]:.5f} (scaled latents have unit std) |

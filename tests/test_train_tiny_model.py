@@ -67,7 +67,7 @@ def test_shape_contrast_steps_make_the_true_shape_word_denoise_better():
         loss = training.shape_contrast_loss(
             unet, text_encoder, captioner, scenes, texts, noisy, noise, t, per_sample, torch.Generator().manual_seed(step)
         )
-        assert loss.requires_grad and float(loss) > 0
+        assert loss.requires_grad and loss.item() > 0
         opt.zero_grad()
         loss.backward()
         opt.step()

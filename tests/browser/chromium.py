@@ -154,20 +154,18 @@ def set_component_value(driver: Any, elem_id: str, value: str, timeout: float = 
         var el = document.getElementById(arguments[0]);
         var input = el.matches('textarea, input') ? el
             : (el.querySelector('textarea') || el.querySelector('input[type=number]') || el.querySelector('input'));
-        if (arguments[2] === 'force' || (arguments[2] === 'fix' && input.value !== arguments[1])) {
-            input.value = arguments[1];
-            input.dispatchEvent(new Event('input', {bubbles: true}));
-            input.dispatchEvent(new Event('change', {bubbles: true}));
-        }
-        return input.value;
-        """
-    driver.execute_script(script, elem_id, value, 'force')
+        if (!arguments[2] && input.value === arguments[1]) return false;
+        input.value = arguments[1];
+        input.dispatchEvent(new Event('input', {bubbles: true}));
+        input.dispatchEvent(new Event('change', {bubbles: true}));
+        return true;
+        """  # arguments[2]: write even if the field already shows the value; returns whether it wrote
+    driver.execute_script(script, elem_id, value, True)
     deadline = time.time() + timeout
     steady_since = time.time()
     while time.time() < deadline:
         time.sleep(0.1)
-        if driver.execute_script(script, elem_id, value, 'read') != value:
-            driver.execute_script(script, elem_id, value, 'fix')
+        if driver.execute_script(script, elem_id, value, False):  # the field had lost the value: set again
             steady_since = time.time()
         elif time.time() - steady_since >= 0.5:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,45 @@ def confine(base: Path, relative: str | Path, what: str = "path") -> Path:
     return target
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _temp_name(path: Path) -> Path:
+    """A hidden, unpredictable sibling name for staging `path`."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def create_temp_file(path: Path) -> tuple[int, Path]:
+    """(fd, name) of a new hidden file beside `path`, opened for writing.
+
+    Unlike tempfile.mkstemp (always 0600) the file is created with mode 0666 and the
+    process's umask applied by the kernel, so the renamed result is readable by
+    whoever the user's umask lets read their files (the WebUI, a file browser, ...).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = _temp_name(path)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def make_temp_dir(path: Path) -> Path:
+    """A new hidden folder beside `path` for staging it (mode 0777 less the umask, unlike tempfile.mkdtemp's 0700)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for _ in range(100):
+        tmp = _temp_name(path)
+        try:
+            tmp.mkdir(mode=0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary sibling and a rename; the file's mode follows the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

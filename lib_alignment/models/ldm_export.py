@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,9 @@ def _write_safetensors(state: dict[str, Any], path: Path, metadata: dict[str, st
 
 def _write_text_encoder_folder(pipe: Any, target: Path) -> None:
     """config.json of the text encoder and the tokenizer files, in formats transformers 4.30 → 5 all read."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    from ..paths import make_temp_dir
+
+    staging = make_temp_dir(target)  # follows the umask (tempfile.mkdtemp is 0700)
     try:
         config = pipe.text_encoder.config.to_dict()
         clean = {key: config[key] for key in TEXT_CONFIG_FIELDS if key in config}

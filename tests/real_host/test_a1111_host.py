@@ -1,0 +1,232 @@
+"""The extension inside a real, unmodified AUTOMATIC1111 v1.10.1 (CPU, offline), driven over HTTP.
+
+One WebUI serves the whole module (started once with --loglevel DEBUG and --api-auth; restarted once,
+by the test of a restart while a job runs). The tests run in file order and share what earlier ones
+made (`made`): the LoRAs trained here are checked again in txt2img and in the Lora cards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .harness import ROOT, host_pins, installed_versions
+
+pytestmark = [pytest.mark.real_host, pytest.mark.slow]
+TAG = "[lib_alignment]"
+TRAIN_OPTIONS = {"max_train_steps": 4, "learning_rate": 5e-3, "resolution": 64, "sample_steps": 2, "batch_size": 2}
+made: dict[str, object] = {}
+
+
+def _segments(log: str) -> list[str]:
+    """The log of each start, in order (the harness writes a marker line before each)."""
+    return [part for part in re.split(r"\n===== real-host start \d+ .*=====\n", log) if part.strip()]
+
+
+def _tracebacks_naming_the_extension(log: str) -> list[str]:
+    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", log, flags=re.S)
+    return [b for b in blocks if "sd-webui-alignment" in b or "lib_alignment" in b]
+
+
+def test_start_up_shows_both_tabs_and_install_adds_only_what_is_missing(a1111_host):
+    config = a1111_host.get("/config").json()
+    tabs = {c["props"].get("label"): c["props"].get("elem_id") for c in config["components"] if c.get("type") == "tabitem"}
+    assert "Rank & Refine" in tabs and "Alignment Training" in tabs, sorted(tabs)
+    assert tabs["Rank & Refine"].startswith("tab_") and tabs["Alignment Training"].startswith("tab_")
+
+    first = _segments(a1111_host.log_text())[0]
+    assert not _tracebacks_naming_the_extension(first), first[-3000:]
+    assert "Installing requirements" not in first  # nothing of A1111's own pins moved
+    before, after = a1111_host.versions_before, installed_versions(a1111_host.python)
+    changed = {name: (before[name], after.get(name)) for name in before if after.get(name) != before[name]}
+    assert not changed, f"install.py changed packages the WebUI had: {changed}"
+    pins = host_pins(a1111_host.webui)
+    wrong = {name: (version, after.get(name)) for name, version in pins.items() if after.get(name) != version}
+    assert not wrong, f"pins not met after start-up: {wrong}"
+    added = sorted(set(after) - set(before))
+    if added:  # the first start on this kit: install.py said what it added, through A1111's run_pip
+        assert {"diffusers", "peft"} & set(added), added
+        assert f"{TAG} installed" in first, first[-2000:]
+
+
+def test_extension_routes_follow_the_api_auth(a1111_host):
+    assert a1111_host.get("/alignment/v1/health", auth=None).status_code == 401
+    assert a1111_host.get("/alignment/v1/jobs", auth=("alice", "wrong")).status_code == 401
+    assert a1111_host.post("/alignment/v1/refine", json={"prompt": "x"}, auth=None).status_code == 401
+    health = a1111_host.get("/alignment/v1/health")
+    assert health.status_code == 200, health.text
+    body = health.json()
+    assert body["host"] == "a1111"
+    assert body["model"].endswith("tiny-harness.safetensors")
+
+
+def _refine(host, prompt: str, seed: int = 21) -> dict:
+    response = host.post(
+        "/alignment/v1/refine",
+        json={"prompt": prompt, "seed": seed, "steps": 4, "width": 64, "height": 64, "m": 4, "sampler_name": "Euler"},
+    )
+    assert response.status_code == 200, response.text[:2000]
+    return response.json()
+
+
+def _pixels(b64: str) -> np.ndarray:
+    from .harness import decode_image
+
+    return decode_image(b64)
+
+
+def test_rank_and_refine_runs_on_the_webui_sampler_with_a_lora_in_the_prompt(a1111_host):
+    lora = a1111_host.kit.lora
+    plain = _refine(a1111_host, f"a red circle <lora:{lora}:0>")
+    with_lora = _refine(a1111_host, f"a red circle <lora:{lora}:1>")
+    assert len(with_lora["images"]) == 4
+    difference = np.abs(_pixels(plain["current"]) - _pixels(with_lora["current"])).mean()
+    assert difference > 1.0, f"the LoRA in the prompt changed the image by only {difference:.2f}/255"
+    again = _refine(a1111_host, f"a red circle <lora:{lora}:1>")
+    assert np.array_equal(_pixels(again["current"]), _pixels(with_lora["current"]))  # same seed, same image
+
+    session = with_lora["id"]
+    ranked = a1111_host.post(f"/alignment/v1/refine/{session}/rank", json={"order": [2, 0], "round": 1})
+    assert ranked.status_code == 200, ranked.text[:2000]
+    assert ranked.json()["round"] == 2
+    undone = a1111_host.post(f"/alignment/v1/refine/{session}/undo").json()
+    assert undone["round"] == 1
+    exported = a1111_host.post(f"/alignment/v1/refine/{session}/export")
+    assert exported.status_code == 200, exported.text[:2000]
+    image = exported.json()["image"]
+    info = a1111_host.post("/sdapi/v1/png-info", json={"image": "data:image/png;base64," + image.split(",")[-1]})
+    assert info.status_code == 200, info.text
+    params = info.json()["parameters"]
+    assert params["Prompt"] == f"a red circle <lora:{lora}:1>"
+    assert str(params["Seed"]) == "21" and str(params["Steps"]) == "4" and params["Sampler"] == "Euler"
+    assert str(params["Size-1"]) == "64" and str(params["Size-2"]) == "64"
+    assert Path(exported.json()["image_file"]).is_file()
+
+
+def _toy_data(tmp: Path) -> dict[str, Path]:
+    from lib_alignment.training.data.synthetic import make_toy_kto, make_toy_pairs
+
+    return {"pairs": make_toy_pairs(tmp / "pairs", 4, resolution=64), "kto": make_toy_kto(tmp / "kto", 4, resolution=64)}
+
+
+def _start_job(host, body: dict) -> dict:
+    response = host.post("/alignment/v1/jobs", json=body)
+    assert response.status_code == 200, response.text[:3000]
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [
+        ("dpo", {}),
+        ("kto", {}),
+        ("ddpo", {"reward": "jpeg_compressibility", "prompts": "a red circle\na blue square"}),
+    ],
+)
+def test_training_on_the_loaded_checkpoint_makes_a_lora_the_webui_uses(a1111_host, tmp_path_factory, method, extra):
+    host = a1111_host
+    name = f"rh-{method}"
+    body = {"method": method, "name": name, "preset": "cpu", "options": dict(TRAIN_OPTIONS), **extra}
+    if method == "ddpo":
+        body["options"] = {
+            "max_train_steps": 2, "learning_rate": 5e-3, "resolution": 64, "sample_steps": 4,
+            "samples_per_epoch": 4, "rollout_batch_size": 4, "kl_samples": 0,
+        }
+    else:
+        body["dataset"] = str(_toy_data(tmp_path_factory.mktemp(method))["pairs" if method == "dpo" else "kto"])
+    job = _start_job(host, body)
+    assert job["model"] == str(host.checkpoint)
+    done = host.poll_job(job["id"])
+    assert done["state"] == "finished", json.dumps(done)[:4000]
+    lora = Path(done["outputs"]["lora"])
+    assert lora == host.lora_dir / f"{name}.safetensors" and lora.is_file()
+
+    assert host.post("/sdapi/v1/refresh-loras").status_code == 200
+    listed = {entry["name"]: entry for entry in host.get("/sdapi/v1/loras").json()}
+    assert name in listed, sorted(listed)
+    assert listed[name]["metadata"].get("ss_sd_model_name") == "tiny-harness"
+
+    offset = len(host.log_text())
+    base = host.txt2img("a red circle", seed=3)
+    tuned = host.txt2img(f"a red circle <lora:{name}:1>", seed=3)
+    difference = np.abs(base - tuned).mean()
+    assert difference > 0.5, f"<lora:{name}:1> changed the txt2img image by only {difference:.3f}/255"
+    log = host.log_text()[offset:]
+    assert "didn't match keys" not in log, log[-3000:]
+    assert f"Couldn't find network with name {name}" not in log
+    made[method] = name
+
+
+def test_lora_card_shows_the_preview_and_description(a1111_host):
+    assert made, "no LoRA was trained by the tests above"
+    for name in made.values():
+        card = a1111_host.get(
+            "/sd_extra_networks/get-single-card", params={"page": "lora", "tabname": "txt2img", "name": name}
+        )
+        assert card.status_code == 200, card.text[:500]
+        html = card.json()["html"]
+        assert f"{name}.preview.png" in html, html[:2000]
+        description = json.loads((a1111_host.lora_dir / f"{name}.json").read_text())["description"]
+        assert description and description.split("\n")[0][:40] in html.replace("&#x27;", "'").replace("&quot;", '"')
+
+
+def test_cancel_and_resume_inside_the_webui(a1111_host, tmp_path):
+    host = a1111_host
+    data = _toy_data(tmp_path)["pairs"]
+    options = {**TRAIN_OPTIONS, "max_train_steps": 400, "checkpoint_every": 2}
+    job = _start_job(host, {"method": "dpo", "name": "rh-cancel", "dataset": str(data), "preset": "cpu", "options": options})
+    host.poll_job(job["id"], done=lambda b: (b.get("step") or 0) >= 3, timeout=300)
+    assert host.post(f"/alignment/v1/jobs/{job['id']}/cancel").status_code == 200
+    cancelled = host.poll_job(job["id"])
+    assert cancelled["state"] == "cancelled", cancelled
+    stopped_at = cancelled["step"]
+    assert 3 <= stopped_at < 400 and Path(cancelled["outputs"]["lora"]).is_file()
+
+    resumed = host.post(f"/alignment/v1/jobs/{job['id']}/resume", json={"options": {"max_train_steps": stopped_at + 3}})
+    assert resumed.status_code == 200, resumed.text[:2000]
+    finished = host.poll_job(job["id"])
+    assert finished["state"] == "finished", finished
+    assert finished["step"] == stopped_at + 3
+
+
+def test_a_webui_restart_while_a_job_runs_finds_the_job_again(a1111_host, tmp_path):
+    host = a1111_host
+    data = _toy_data(tmp_path)["pairs"]
+    options = {**TRAIN_OPTIONS, "max_train_steps": 60}
+    job = _start_job(host, {"method": "dpo", "name": "rh-restart", "dataset": str(data), "preset": "cpu", "options": options})
+    host.poll_job(job["id"], done=lambda b: (b.get("step") or 0) >= 1, timeout=300)
+    host.restart()
+    again = host.get(f"/alignment/v1/jobs/{job['id']}").json()
+    assert again["state"] in ("running", "finished"), again  # the trainer outlived the WebUI and is found by pid
+    assert job["id"] in [j["id"] for j in host.get("/alignment/v1/jobs").json()["jobs"]]
+    finished = host.poll_job(job["id"])
+    assert finished["state"] == "finished", finished
+
+    second_start = _segments(host.log_text())[-1]
+    assert "is missing: installing" not in second_start, second_start[-2000:]  # install.py: nothing to do
+    assert "Installing requirements" not in second_start
+    assert not _tracebacks_naming_the_extension(host.log_text())
+
+
+def test_generate_cli_loads_the_webui_checkpoint_in_the_webui_python(a1111_host, tmp_path):
+    """The checkpoint stores position_ids as float (as many community files do); under A1111's
+    transformers 4.30.2 that once failed with 'Expected tensor for argument #1 indices ... Long'."""
+    out = tmp_path / "generated.png"
+    run = subprocess.run(
+        [
+            str(a1111_host.python), "-m", "lib_alignment", "generate", "--model", str(a1111_host.checkpoint),
+            "--prompt", "a red circle", "--steps", "2", "--width", "64", "--height", "64", "--out", str(out),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert np.asarray(image).std() > 1.0

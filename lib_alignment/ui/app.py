@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,37 @@ def build_fastapi_app(ctx: AppContext) -> Any:
     return gr.mount_gradio_app(app, demo, path="/", **extra)
 
 
+class QuietShutdown(logging.Filter):
+    """Drops uvicorn's reports of the open streams it cancels on shutdown (a page's heartbeat, a queue stream):
+    ending them is the point of stopping, not an error worth ~150 lines of traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, asyncio.CancelledError):
+            return False
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+#: Seconds open connections (a browser tab's heartbeat stream never ends by itself) get to finish on shutdown.
+SHUTDOWN_GRACE_S = 1.0
+
+
 def serve(ctx: AppContext, port: int = 7861) -> None:
+    """Run the app until SIGTERM or Ctrl-C; then stop within SHUTDOWN_GRACE_S, without a traceback.
+
+    Sessions and jobs are saved as they change (jobs run in their own processes), so nothing is lost.
+    """
+    import inspect
+
     import uvicorn
 
-    uvicorn.run(build_fastapi_app(ctx), host="127.0.0.1", port=port, log_level="warning")
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_level": "warning"}
+    if "timeout_graceful_shutdown" in inspect.signature(uvicorn.Config).parameters:
+        options["timeout_graceful_shutdown"] = SHUTDOWN_GRACE_S
+    server = uvicorn.Server(uvicorn.Config(build_fastapi_app(ctx), **options))
+    quiet = QuietShutdown()
+    logging.getLogger("uvicorn.error").addFilter(quiet)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it caught once the server has stopped
+        pass

@@ -23,6 +23,12 @@ TITLES = {
     "reward_mean": "mean reward",
     "reward": "reward",
     "kl": "KL",
+    "heldout_accuracy": "held-out accuracy",
+    "heldout_margin": "held-out margin",
+    "drift": "drift from base",
+    "grad_norm": "gradient norm",
+    "kl_to_base": "KL to base",
+    "clipfrac": "clip fraction",
 }
 
 Series = Sequence[tuple[float, float]]
@@ -143,4 +149,17 @@ def render_curves(
         box = (left, margin_top, left + panel_width, height - margin_bottom)
         _panel(draw, box, name, list(series.get(name, [])), COLORS[i % len(COLORS)], total)
         draw.text((left + panel_width // 2 - 10, height - 14), "step", fill=TEXT, font=_font())
+    return image
+
+
+def render_health(series: dict[str, Series], names: Sequence[str], total: int | None = None, width: int = 760, per_row: int = 3) -> Image.Image:
+    """Health curves (held-out and training accuracy, margin, drift, gradient norm) in rows of `per_row` panels."""
+    names = list(names) or ["loss"]
+    rows = [names[i : i + per_row] for i in range(0, len(names), per_row)]
+    panels = [render_curves(series, row, total=total, width=width if len(row) == per_row else max(260, width * len(row) // per_row), height=220) for row in rows]
+    image = Image.new("RGB", (width, sum(p.height for p in panels)), BACKGROUND)
+    y = 0
+    for panel in panels:
+        image.paste(panel, (0, y))
+        y += panel.height
     return image

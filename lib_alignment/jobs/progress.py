@@ -42,6 +42,10 @@ class EventSummary:
     start: dict[str, Any] | None = None
     starts: list[dict[str, Any]] = field(default_factory=list)
     ending: dict[str, Any] | None = None
+    #: the trainer's latest "health" verdict (state, title, reason, advice, numbers)
+    verdict: dict[str, Any] | None = None
+    #: held-out scores: "validation" events in order
+    validations: list[dict[str, Any]] = field(default_factory=list)
     _recent: list[tuple[float, int]] = field(default_factory=list)
     _partial: bytes = b""
 
@@ -91,6 +95,7 @@ class EventSummary:
             for name, points in self.series.items():  # a resumed run rewrites what came after its checkpoint
                 self.series[name] = [p for p in points if p[0] <= self.step]
             self.samples = [s for s in self.samples if _int(s.get("step"), 0) <= self.step]
+            self.validations = [v for v in self.validations if (_int(v.get("step"), 0) or 0) <= self.step]
         elif kind == "step":
             self.step = _int(event.get("step"), self.step) or 0
             self.total = _int(event.get("total"), self.total)
@@ -101,6 +106,16 @@ class EventSummary:
                 if key in _SERIES_SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 self.series.setdefault(key, []).append((self.step, float(value)))
+        elif kind == "health":
+            self.verdict = event
+        elif kind == "validation":
+            step = _int(event.get("step"), 0) or 0
+            self.validations = [v for v in self.validations if (_int(v.get("step"), 0) or 0) < step] + [event]
+            for key, name in (("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")):
+                value = event.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    points = [p for p in self.series.get(name, []) if p[0] < step]
+                    self.series[name] = [*points, (step, float(value))]
         elif kind == "sample":
             self.samples.append(event)
         elif kind == "checkpoint":
@@ -139,6 +154,11 @@ class EventSummary:
             for k, v in self.last_step.items()
             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
         }
+
+    def health_keys(self) -> list[str]:
+        """The health curves this run has, in plotting order (held-out accuracy first when validated)."""
+        order = ("heldout_accuracy", "reward_accuracy", "reward_margin", "drift", "grad_norm", "reward_mean", "kl_to_base", "clipfrac")
+        return [key for key in order if self.series.get(key)]
 
     def reward_key(self) -> str | None:
         for key in REWARD_KEYS:

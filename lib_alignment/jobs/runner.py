@@ -106,6 +106,8 @@ class JobStatus:
     resumable: bool = False
     pid: int | None = None
     version: int = 0
+    #: the trainer's latest health verdict ("state", "title", "reason", "advice", "numbers"), {} before one
+    health: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -229,6 +231,7 @@ class JobRunner:
             checkpoints=len(summary.checkpoints),
             phase=summary.status,
             version=summary.events,
+            health=dict(summary.verdict or {}),
         )
         if attempts:
             first, last = attempts[0], attempts[-1]

@@ -11,9 +11,17 @@ and "run" (the output name). Kinds and their other fields:
 - "step": "step", "total", "epoch" (passes over the data, fractional), "loss",
   "lr", "elapsed" (seconds, including earlier sessions of a resumed run),
   "eta" (seconds left), and the method's metrics: "reward_accuracy",
-  "reward_margin" for the preference methods; "kl" (KTO); DDPO: "reward_mean",
+  "reward_margin", "reward_margin_std", "drift" (mean|e_θ − e_ref| / mean e_ref,
+  how far the LoRA moved from the base) for the preference methods, "grad_norm"
+  (before clipping) for all; "kl" (KTO); DDPO: "reward_mean",
   "reward_std", "kl_to_base" (of the epoch's samples; null when not estimated),
   "approx_kl", "clipfrac", "ratio", "advantage_abs"; see `Method.metric_names`.
+- "health": a verdict on how the run is going (training.health): "state"
+  ("early", "learning", "not_learning", "over_optimising", "unstable"),
+  "title", "step", "reason" (with the numbers), "advice" (what to change),
+  "numbers"; when the verdict changes, every tenth of the run and at the end.
+- "validation": "step", "accuracy", "margin", "count" (held-out items),
+  "best_step", "best" — the held-out score (see training.validation).
 - "sample": "step", "path" (first image), "paths" (all preview images of that step);
   DDPO adds "epoch" and "rewards" (one per preview image).
 - "checkpoint": "step", "path" (the checkpoint folder; `--resume` accepts it).
@@ -40,7 +48,7 @@ from typing import Any, TextIO
 
 from ..paths import atomic_write_text
 
-EVENT_KINDS = ("start", "status", "step", "sample", "checkpoint", "done", "error")
+EVENT_KINDS = ("start", "status", "step", "sample", "checkpoint", "validation", "health", "done", "error")
 
 
 def _clean(value: Any) -> Any:

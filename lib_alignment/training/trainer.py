@@ -30,6 +30,7 @@ from .data_stream import CachedLatents, SampleStream, class_balanced_weights, co
 from .denoiser import SDXL, Denoiser, detect_version, sdxl_time_ids, text_encoders_of, tokenizers_of
 from .events import EventLog, MetricsLog
 from .export import METHOD_TITLES, kohya_state_dict, save_lora, training_metadata, write_sidecars
+from .health import HealthMonitor, Verdict
 from .lora import adapters_disabled, add_lora, load_trainable_state, lora_layers, trainable_state
 from .methods import Errors, Method, MethodOutput, build_method, denoising_errors
 
@@ -139,7 +140,7 @@ class Trainer:
             self._status(f"loading model {cfg.model}")
             if cfg.tokenizer and not Path(cfg.tokenizer).expanduser().is_dir():
                 raise ConfigError(f"tokenizer: {cfg.tokenizer} is not a folder holding a saved CLIP tokenizer")
-            self.pipe = load_pipeline(cfg.model, device="cpu", dtype="fp32", tokenizer=cfg.tokenizer or None)
+            self.pipe = load_pipeline(cfg.model, device="cpu", dtype="fp32", tokenizer=cfg.tokenizer or None, vae=cfg.vae or None)
         pipe = self.pipe
         self.version = detect_version(pipe)
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
@@ -240,13 +241,15 @@ class Trainer:
         tensorboard = cfg.tensorboard if cfg.tensorboard is not None else _tensorboard_installed()
         self.metrics_log = MetricsLog(
             self.run_dir / "metrics.csv",
-            list(self.method.metric_names),
+            [*self.method.metric_names, *HEALTH_COLUMNS],
             self.run_dir / "tensorboard" if tensorboard else None,
             enabled=self.is_main,
         )
         if self.metrics_log.tensorboard_error and cfg.tensorboard:
             self._status(self.metrics_log.tensorboard_error)
         self.metrics_log.truncate_after(self.state.step)
+        self.health = HealthMonitor(cfg.method, self.total_steps)
+        self._verdict: Verdict | None = None
         self.sampler = self._build_sampler()
         self._is_setup = True
 
@@ -469,8 +472,10 @@ class Trainer:
             loss_total += float(out.loss.detach().item()) / accum
             for name, value in out.metrics.items():
                 totals[name] = totals.get(name, 0.0) + float(value) / accum
-        if cfg.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_([*self.unet_params, *self.te_params], cfg.max_grad_norm)
+        # clipping at infinity only measures the norm (and multiplies by exactly 1)
+        grad_norm = self.accelerator.clip_grad_norm_([*self.unet_params, *self.te_params], cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        if grad_norm is not None:
+            totals["grad_norm"] = float(grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -539,7 +544,11 @@ class Trainer:
             except Exception as error:
                 self._emit_error(error, kind="data" if type(error).__name__ == "DatasetValidationError" else ("config" if isinstance(error, ConfigError) else "exception"))
                 raise
-            return self._loop()
+            try:
+                return self._loop()
+            except Exception as error:  # the traceback goes on to the log; the event names the cause in one line
+                self._emit_error(error, kind="exception")
+                raise
         finally:
             self._restore_signal_handlers(handlers)
             if getattr(self, "metrics_log", None) is not None:
@@ -552,6 +561,8 @@ class Trainer:
         report = getattr(error, "report", None)
         if report is not None and hasattr(report, "format_text"):
             message = report.format_text()
+        elif kind == "exception":
+            message = one_line_cause(error)
         if self.events is None:
             return
         fields: dict[str, Any] = {"message": message, "kind": kind, "step": self.state.step if hasattr(self, "state") else 0}
@@ -616,6 +627,7 @@ class Trainer:
                 progress.close()
         if self._last_checkpoint is None or ckpt.checkpoint_dir(self.run_dir, self.state.step) != self._last_checkpoint:
             self.save_checkpoint()
+        self._report_health(final=True)
         outputs = self.export(status=reason)
         if reason == "cancelled":
             self._clear_stop_file()
@@ -646,6 +658,8 @@ class Trainer:
         self.events.emit("step", step=step, total=total, epoch=round(epoch, 4), loss=values["loss"], lr=lr,
                          elapsed=round(self.state.elapsed, 3), eta=round(per_step * (total - step), 1),
                          **{k: v for k, v in values.items() if k != "loss"})
+        self.health.observe_step(step, row)
+        self._report_health(progress)
         if progress is not None:
             progress.update(step - progress.n)
             shown = {"loss": f"{values['loss']:.4f}"}
@@ -655,11 +669,30 @@ class Trainer:
                 shown["reward"] = f"{values['reward_mean']:.4g}"
             progress.set_postfix(shown, refresh=False)
 
+    def _report_health(self, progress: Any = None, final: bool = False) -> None:
+        """Emit a "health" event (and a log line) when the verdict changes, every tenth of the run, and at the end."""
+        if not self.is_main:
+            return
+        verdict = self.health.verdict()
+        every = max(1, self.total_steps // 10)
+        previous = self._verdict
+        if not final and previous is not None and previous.state == verdict.state and verdict.step - previous.step < every:
+            return
+        self._verdict = verdict
+        self.events.emit("health", **verdict.to_event())
+        line = f"[{self.config.name}] {verdict.text()}"
+        if progress is not None:
+            progress.write(line)
+        elif not self.config.events_stdout and self.config.progress_bar:
+            print(line, flush=True)
+
     def _stop_on_non_finite(self, error: NonFiniteLoss, progress: Any) -> TrainResult:
         """Keep the last good weights: they were never updated with the bad step's gradients."""
         if progress is not None:
             progress.close()
         step = self.state.step
+        self.health.observe_non_finite(step + 1, str(error))
+        self._report_health(final=True)
         folder = self.save_checkpoint()
         outputs = self.export(status=f"stopped after step {step}: non-finite loss")
         outputs["checkpoint"] = str(folder)
@@ -749,6 +782,10 @@ class Trainer:
         return outputs
 
 
+#: Columns the trainer adds to every method's metrics.
+HEALTH_COLUMNS = ("grad_norm",)
+
+
 def _tensorboard_installed() -> bool:
     import importlib.util
 
@@ -759,6 +796,13 @@ def _bitsandbytes_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def one_line_cause(error: BaseException, limit: int = 500) -> str:
+    """`Type: first line of the message`, as the last line of a traceback names it, cut to `limit` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def train(config: TrainConfig, **kwargs: Any) -> TrainResult:

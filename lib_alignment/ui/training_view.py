@@ -116,6 +116,7 @@ def progress_html(status: JobStatus | None) -> str:
     if status.message and status.state in ("error", "interrupted"):
         message = f"<pre style='white-space:pre-wrap;margin:6px 0 0 0;font-size:0.85em'>{html.escape(status.message[-2000:])}</pre>"
     outputs = ""
+    verdict = verdict_html(getattr(status, "health", None) or {})
     if status.outputs.get("lora"):
         outputs = f"<div style='margin-top:4px;font-size:0.9em'>LoRA: <code>{html.escape(Path(status.outputs['lora']).name)}</code> — use <code>&lt;lora:{html.escape(status.name)}:1&gt;</code> in a prompt</div>"
     return (
@@ -126,8 +127,30 @@ def progress_html(status: JobStatus | None) -> str:
         f"<div style='height:14px;border-radius:7px;background:rgba(127,127,127,0.2);overflow:hidden;margin-top:6px'>"
         f"<div class='alignment-job-bar' style='height:100%;width:{percent}%;background:{color};transition:width 0.5s'></div></div>"
         + (f"<div style='margin-top:4px;font-size:0.9em;opacity:0.8'>{html.escape(phase)}…</div>" if phase else "")
+        + verdict
         + outputs
         + message
+        + "</div>"
+    )
+
+
+VERDICT_COLORS = {"learning": "#16a34a", "not_learning": "#d97706", "over_optimising": "#dc2626", "unstable": "#dc2626", "early": "#6b7280"}
+
+
+def verdict_html(health: dict[str, Any]) -> str:
+    """The trainer's verdict (learning / not learning yet / over-optimising / unstable) with its numbers and advice."""
+    if not health or not health.get("state"):
+        return ""
+    state = str(health["state"])
+    color = VERDICT_COLORS.get(state, "#6b7280")
+    title = html.escape(str(health.get("title") or state))
+    reason = html.escape(str(health.get("reason") or ""))
+    advice = html.escape(str(health.get("advice") or ""))
+    return (
+        f"<div class='alignment-job-verdict' data-verdict='{html.escape(state)}' style='margin-top:6px;padding:4px 8px;"
+        f"border-left:4px solid {color};font-size:0.9em'><b style='color:{color}'>{title}</b>"
+        f" <span style='opacity:0.7'>(step {html.escape(str(health.get('step', '')))})</span>: {reason}"
+        + (f"<div><i>What to change:</i> {advice}</div>" if advice else "")
         + "</div>"
     )
 

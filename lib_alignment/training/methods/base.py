@@ -56,6 +56,22 @@ def local_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def spread(values: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of per-item values (0 for a single item): how much pairs disagree."""
+    values = values.detach().float()
+    return values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), device=values.device)
+
+
+def relative_drift(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Policy-vs-reference error gap mean|e_θ − e_ref| / mean e_ref: how far the LoRA has moved the base model.
+
+    0 at initialisation; 0.1 means the trained model's denoising errors differ from
+    the base model's by a tenth of their size on the training images.
+    """
+    policy, reference = policy.detach().float(), reference.detach().float()
+    return (policy - reference).abs().mean() / reference.mean().clamp_min(1e-12)
+
+
 class Method(ABC):
     """A preference objective. Subclasses set the class attributes and implement `loss`."""
 

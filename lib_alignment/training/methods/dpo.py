@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, weighted_mean
+from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, relative_drift, spread, weighted_mean
 
 
 def dpo_logits(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
@@ -27,22 +27,28 @@ class DPO(Method):
     name = "dpo"
     data_kind = "pairs"
     needs_reference = True
-    metric_names = ("reward_accuracy", "reward_margin", "reward_preferred", "reward_other", "model_error", "reference_error")
+    metric_names = ("reward_accuracy", "reward_margin", "reward_margin_std", "reward_preferred", "reward_other", "model_error", "reference_error", "drift")
+
+    def pair_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-pair loss of the implicit reward margins (the sigmoid loss of the paper)."""
+        return -F.logsigmoid(logits)
 
     def loss(self, errors: Errors, batch: dict[str, Any], reduce_mean: ReduceMean = local_mean) -> MethodOutput:
         if errors.reference is None:
             raise ValueError("DPO needs the reference model's errors")
         logits = dpo_logits(errors.policy, errors.reference, self.beta)
-        loss = weighted_mean(-F.logsigmoid(logits), batch.get("weight"))
+        loss = weighted_mean(self.pair_loss(logits), batch.get("weight"))
         with torch.no_grad():
             policy_w, policy_l = errors.policy.chunk(2)
             ref_w, ref_l = errors.reference.chunk(2)
             metrics = {
                 "reward_accuracy": ((logits > 0).float() + 0.5 * (logits == 0).float()).mean(),
                 "reward_margin": logits.mean(),
+                "reward_margin_std": spread(logits),
                 "reward_preferred": (-0.5 * self.beta * (policy_w - ref_w)).mean(),
                 "reward_other": (-0.5 * self.beta * (policy_l - ref_l)).mean(),
                 "model_error": errors.policy.mean(),
                 "reference_error": errors.reference.mean(),
+                "drift": relative_drift(errors.policy, errors.reference),
             }
         return MethodOutput(loss=loss, metrics=metrics)

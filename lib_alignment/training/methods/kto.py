@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Errors, Method, MethodOutput, ReduceMean, local_mean
+from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, relative_drift, spread
 
 
 class KTO(Method):
@@ -23,7 +23,7 @@ class KTO(Method):
     data_kind = "labeled"
     needs_reference = True
     share_noise_in_pair = False
-    metric_names = ("reward_accuracy", "reward_margin", "kl", "desirable_fraction", "model_error", "reference_error")
+    metric_names = ("reward_accuracy", "reward_margin", "reward_margin_std", "kl", "desirable_fraction", "model_error", "reference_error", "drift")
 
     def __init__(
         self,
@@ -76,9 +76,11 @@ class KTO(Method):
             metrics = {
                 "reward_accuracy": (z > 0).float().mean(),
                 "reward_margin": margin,
+                "reward_margin_std": spread(z),
                 "kl": kl,
                 "desirable_fraction": desirable.float().mean(),
                 "model_error": errors.policy.mean(),
                 "reference_error": errors.reference.mean(),
+                "drift": relative_drift(errors.policy, errors.reference),
             }
         return MethodOutput(loss=loss, metrics=metrics)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, weighted_mean
+from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, spread, weighted_mean
 
 
 def mapo_score(errors: torch.Tensor, snr_value: float) -> torch.Tensor:
@@ -25,7 +25,7 @@ class MaPO(Method):
     name = "mapo"
     data_kind = "pairs"
     needs_reference = False
-    metric_names = ("reward_accuracy", "reward_margin", "margin_loss", "model_error_preferred", "model_error_other")
+    metric_names = ("reward_accuracy", "reward_margin", "reward_margin_std", "margin_loss", "model_error_preferred", "model_error_other")
 
     def __init__(self, beta: float, snr_value: float = 0.5, num_train_timesteps: int = 1000) -> None:
         super().__init__(beta, snr_value=float(snr_value), num_train_timesteps=int(num_train_timesteps))
@@ -42,6 +42,7 @@ class MaPO(Method):
             metrics = {
                 "reward_accuracy": ((log_odds > 0).float() + 0.5 * (log_odds == 0).float()).mean(),
                 "reward_margin": (log_odds * self.num_train_timesteps).mean(),
+                "reward_margin_std": spread(log_odds * self.num_train_timesteps),
                 "margin_loss": -ratio.mean(),
                 "model_error_preferred": errors_w.mean(),
                 "model_error_other": errors_l.mean(),

@@ -1,0 +1,246 @@
+"""Is the run learning? Plain-language verdicts from the per-step health metrics and held-out scores.
+
+`HealthMonitor` is fed every logged step (loss, reward accuracy, margin and its
+spread, drift from the base model, gradient norm) and every held-out score, and
+answers with a `Verdict`: one of
+
+- ``learning`` — held-out accuracy (or, before any held-out score, the training
+  accuracy and margin) has risen;
+- ``not_learning`` — after enough steps the margin is still flat at the start
+  value: raise the learning rate or β;
+- ``over_optimising`` — training accuracy near 1 while held-out accuracy falls
+  from its best, the margin exploding, or the model drifting far from the base:
+  lower β or the learning rate, stop earlier (the best checkpoint is kept);
+- ``unstable`` — loss or gradient spikes, non-finite values;
+- ``early`` — too few steps to tell.
+
+DDPO has its own rules on the reward trend, clip fraction and KL to the base.
+Every verdict carries the numbers it was drawn from and what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATES = ("early", "learning", "not_learning", "over_optimising", "unstable")
+TITLES = {
+    "early": "Too early to tell",
+    "learning": "Learning",
+    "not_learning": "Not learning yet",
+    "over_optimising": "Over-optimising",
+    "unstable": "Unstable",
+}
+
+
+@dataclass
+class Verdict:
+    """One verdict: `state` (see STATES), why (with numbers), what to change, at which step."""
+
+    state: str
+    step: int
+    reason: str
+    advice: str = ""
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.state, self.state)
+
+    def text(self) -> str:
+        """One line for the trainer's log: 'step 40: Learning — held-out accuracy 0.50 → 0.81.'"""
+        return f"step {self.step}: {self.title} — {self.reason}" + (f" {self.advice}" if self.advice else "")
+
+    def to_event(self) -> dict[str, Any]:
+        return {**asdict(self), "title": self.title}
+
+
+@dataclass
+class Thresholds:
+    """Where the verdicts switch. Margins are in the method's logit units (DPO: β/2·Δ)."""
+
+    #: steps (fraction of the run, at least `min_steps`) before "not learning yet" may be said
+    min_steps: int = 20
+    min_fraction: float = 0.1
+    #: |mean margin| below this is "flat" (DPO loss stays within 0.05 of ln 2)
+    flat_margin: float = 0.1
+    flat_accuracy: float = 0.55
+    #: training accuracy counted as "near 1", and a held-out fall from the best that counts
+    saturated_accuracy: float = 0.95
+    held_out_drop: float = 0.1
+    #: held-out accuracy this far over its first value counts as learning
+    held_out_gain: float = 0.05
+    #: mean margin beyond which the sigmoid is saturated and only drift remains
+    margin_limit: float = 30.0
+    #: relative error gap to the base model that counts as drifting far
+    drift_limit: float = 0.5
+    #: a loss (or gradient norm) over `spike_factor` × the recent median, `spikes` times in the window
+    spike_factor: float = 4.0
+    spikes: int = 2
+    #: DDPO: share of clipped ratios that says the updates are too large, KL to base that says "far"
+    clipfrac_limit: float = 0.5
+    kl_limit: float = 5.0
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+class HealthMonitor:
+    """Collects step rows and held-out scores; `verdict()` says how the run is going."""
+
+    def __init__(self, method: str, total: int, window: int | None = None, thresholds: Thresholds | None = None) -> None:
+        self.method = method
+        self.total = max(1, int(total))
+        self.limits = thresholds or Thresholds()
+        self.window = window or max(5, min(50, self.total // 10))
+        self.rows: deque[dict[str, float | None]] = deque(maxlen=self.window)
+        self.first_rows: list[dict[str, float | None]] = []
+        self.held_out: list[tuple[int, float, float]] = []
+        self.non_finite: str | None = None
+        self.step = 0
+
+    # ------------------------------------------------------------------ input
+    def observe_step(self, step: int, row: dict[str, Any]) -> None:
+        """A logged step's values (loss, reward_accuracy, reward_margin, drift, grad_norm, ... )."""
+        self.step = int(step)
+        clean = {k: _finite(v) for k, v in row.items()}
+        for key in ("loss", "grad_norm"):
+            if key in row and row[key] is not None and clean.get(key) is None:
+                self.non_finite = f"{key} was {row[key]} at step {step}"
+        self.rows.append(clean)
+        if len(self.first_rows) < self.window:
+            self.first_rows.append(clean)
+
+    def observe_validation(self, step: int, accuracy: float, margin: float) -> None:
+        """A held-out score (accuracy share, mean margin), in step order."""
+        self.held_out.append((int(step), float(accuracy), float(margin)))
+
+    def observe_non_finite(self, step: int, message: str) -> None:
+        self.step = int(step)
+        self.non_finite = message
+
+    # ------------------------------------------------------------------ helpers
+    def _recent(self, key: str) -> list[float]:
+        return [v for row in self.rows if (v := row.get(key)) is not None]
+
+    def _spikes(self, key: str) -> tuple[int, float, float]:
+        """(spikes in the window, largest value, median) of a positive series."""
+        values = self._recent(key)
+        if len(values) < 5:
+            return 0, float("nan"), float("nan")
+        median = statistics.median(values)
+        floor = 0.05 if key == "loss" else 1e-8
+        count = sum(1 for v in values if v > self.limits.spike_factor * max(median, floor))
+        return count, max(values), median
+
+    # ------------------------------------------------------------------ verdict
+    def verdict(self) -> Verdict:
+        if self.method == "ddpo":
+            return self._ddpo_verdict()
+        return self._preference_verdict()
+
+    def _unstable(self) -> Verdict | None:
+        step, limits = self.step, self.limits
+        if self.non_finite:
+            return Verdict("unstable", step, f"a non-finite value: {self.non_finite}.",
+                           "Lower the learning rate or β, or train in fp32/bf16 instead of fp16.", {})
+        for key, name in (("loss", "loss"), ("grad_norm", "gradient norm")):
+            count, peak, median = self._spikes(key)
+            if count >= limits.spikes:
+                return Verdict(
+                    "unstable", step,
+                    f"the {name} spiked {count} times in the last {len(self.rows)} logged steps (peak {peak:.3g}, median {median:.3g}).",
+                    "Lower the learning rate (÷3) or β, raise gradient accumulation for larger batches, or keep max_grad_norm at 1.",
+                    {f"{key}_spikes": count, f"{key}_peak": peak, f"{key}_median": median},
+                )
+        return None
+
+    def _preference_verdict(self) -> Verdict:
+        limits, step = self.limits, self.step
+        unstable = self._unstable()
+        if unstable:
+            return unstable
+        accuracy = _mean(self._recent("reward_accuracy"))
+        margin = _mean(self._recent("reward_margin"))
+        margin_std = _mean(self._recent("reward_margin_std"))
+        drift = _mean(self._recent("drift"))
+        numbers = {k: v for k, v in (("train_accuracy", accuracy), ("margin", margin), ("margin_std", margin_std), ("drift", drift)) if math.isfinite(v)}
+        if self.held_out:
+            first, best, last = self.held_out[0], max(self.held_out, key=lambda h: h[1]), self.held_out[-1]
+            numbers.update(held_out_first=first[1], held_out_best=best[1], held_out_best_step=best[0], held_out_last=last[1])
+        else:
+            first = best = last = None
+        lower = "Lower β or the learning rate, or train fewer steps; the best checkpoint by held-out score is kept as NAME-best."
+        if last is not None and best is not None and best[1] - last[1] >= limits.held_out_drop and accuracy >= limits.saturated_accuracy:
+            return Verdict("over_optimising", step,
+                           f"training accuracy {accuracy:.2f} while held-out accuracy fell from {best[1]:.2f} (step {best[0]}) to {last[1]:.2f}.",
+                           lower, numbers)
+        if math.isfinite(margin) and margin > limits.margin_limit:
+            return Verdict("over_optimising", step,
+                           f"the reward margin is exploding: mean {margin:.3g} (spread {margin_std:.3g}), far past where the loss stops teaching anything ({limits.margin_limit:g}).",
+                           lower, numbers)
+        if math.isfinite(drift) and drift > limits.drift_limit:
+            return Verdict("over_optimising", step,
+                           f"the LoRA has moved far from the base model: its denoising errors differ by {100 * drift:.0f}% (limit {100 * limits.drift_limit:.0f}%).",
+                           lower, numbers)
+        if last is not None and first is not None and len(self.held_out) >= 2 and last[1] - first[1] >= limits.held_out_gain:
+            return Verdict("learning", step, f"held-out accuracy {first[1]:.2f} → {last[1]:.2f} (best {best[1]:.2f} at step {best[0]}); training accuracy {accuracy:.2f}, margin {margin:.3g}.", "", numbers)
+        enough = step >= max(limits.min_steps, int(limits.min_fraction * self.total))
+        flat = math.isfinite(margin) and abs(margin) < limits.flat_margin and accuracy <= limits.flat_accuracy
+        held_flat = last is not None and first is not None and len(self.held_out) >= 2 and last[1] - first[1] < limits.held_out_gain / 2
+        if enough and (flat or (held_flat and accuracy <= limits.flat_accuracy)):
+            why = f"after {step} steps the training accuracy is {accuracy:.2f} and the mean margin {margin:.3g}"
+            if last is not None and first is not None:
+                why += f"; held-out accuracy {first[1]:.2f} → {last[1]:.2f}"
+            return Verdict("not_learning", step, why + ".",
+                           "Raise the learning rate (×3) or β (×2), train longer, or check that the preferred images really differ.", numbers)
+        if not self.held_out or len(self.held_out) < 2:
+            first_margin = _mean([v for row in self.first_rows if (v := row.get("reward_margin")) is not None])
+            if enough and accuracy >= 0.6 and margin > max(limits.flat_margin, first_margin if math.isfinite(first_margin) else 0):
+                return Verdict("learning", step, f"training accuracy {accuracy:.2f}, mean margin {margin:.3g} (spread {margin_std:.3g}); no held-out score yet.", "", numbers)
+        if not enough:
+            return Verdict("early", step, f"{step} of {max(limits.min_steps, int(limits.min_fraction * self.total))} steps before a verdict; training accuracy {accuracy:.2f}, margin {margin:.3g}.", "", numbers)
+        return Verdict("learning" if accuracy > limits.flat_accuracy else "not_learning", step,
+                       f"training accuracy {accuracy:.2f}, mean margin {margin:.3g}.",
+                       "" if accuracy > limits.flat_accuracy else "Raise the learning rate (×3) or β (×2), or train longer.", numbers)
+
+    def _ddpo_verdict(self) -> Verdict:
+        limits, step = self.limits, self.step
+        unstable = self._unstable()
+        if unstable:
+            return unstable
+        clipfrac = _mean(self._recent("clipfrac"))
+        kl = _mean(self._recent("kl_to_base"))
+        rewards = [v for row in [*self.first_rows, *self.rows] if (v := row.get("reward_mean")) is not None]
+        stds = [v for row in [*self.first_rows, *self.rows] if (v := row.get("reward_std")) is not None]
+        start, now = _mean([v for row in self.first_rows if (v := row.get("reward_mean")) is not None]), _mean(self._recent("reward_mean"))
+        std = _mean(stds) if stds else float("nan")
+        numbers = {k: v for k, v in (("reward_start", start), ("reward_now", now), ("reward_std", std), ("clipfrac", clipfrac), ("kl_to_base", kl)) if math.isfinite(v)}
+        if math.isfinite(clipfrac) and clipfrac > limits.clipfrac_limit:
+            return Verdict("unstable", step, f"{100 * clipfrac:.0f}% of the probability ratios are clipped: each update moves the policy too far.",
+                           "Lower the learning rate, or raise clip_range.", numbers)
+        if math.isfinite(kl) and kl > limits.kl_limit:
+            return Verdict("over_optimising", step, f"KL to the base model {kl:.3g} (limit {limits.kl_limit:g}) while the reward went {start:.4g} → {now:.4g}: the samples may be gaming the reward.",
+                           "Set reward_target, lower the learning rate, or stop earlier.", numbers)
+        if not rewards or step < max(limits.min_steps, int(limits.min_fraction * self.total)) or not math.isfinite(std):
+            return Verdict("early", step, f"{step} steps; reward {now:.4g}.", "", numbers)
+        gain = now - start
+        if gain > 0.25 * max(std, 1e-12):
+            return Verdict("learning", step, f"mean reward {start:.4g} → {now:.4g} (spread {std:.3g}).", "", numbers)
+        return Verdict("not_learning", step, f"mean reward {start:.4g} → {now:.4g}, under a quarter of its spread {std:.3g}.",
+                       "Raise the learning rate, sample more per epoch, or check the reward separates the images.", numbers)
+
+
+__all__ = ["STATES", "TITLES", "HealthMonitor", "Thresholds", "Verdict"]

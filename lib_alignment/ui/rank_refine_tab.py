@@ -21,6 +21,7 @@ import gradio as gr
 from ..generation import SAMPLERS
 from ..zo import DEFAULT_LR, DEFAULT_MU
 from .context import AppContext
+from .fields import number
 from .refine_sessions import (
     LIMITS,
     RefineRequest,
@@ -44,6 +45,12 @@ SAMPLER_NOTE = (
     "for every candidate), so results repeat, but part of the image is then decided by noise the "
     "ranking cannot move."
 )
+
+
+SEED_LABEL = "Seed (-1: random)"
+M_LABEL = "Candidates per round (m)"
+MU_LABEL = "Exploration μ (noise change per candidate)"
+LR_LABEL = "Step size (line search)"
 
 
 def _id(name: str) -> str:
@@ -84,6 +91,15 @@ def parse_order(text: str) -> tuple[list[int], int | None]:
     if not data:
         raise ValueError("order: pick at least the best image (click it or press its number), then Next")
     return data, (int(round_id) if isinstance(round_id, int) else None)
+
+
+def _params(m_value: Any, mu_value: Any, lr_value: Any) -> dict[str, Any]:
+    """m, mu and lr from their fields, each refused with its label when empty or not a positive number."""
+    return {
+        "m": number(m_value, M_LABEL, integer=True, minimum=LIMITS["m"][0], maximum=LIMITS["m"][1]),
+        "mu": number(mu_value, MU_LABEL, minimum=LIMITS["mu"][0], maximum=LIMITS["mu"][1]),
+        "lr": number(lr_value, LR_LABEL, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1]),
+    }
 
 
 def _session_id_of(label: str | None) -> str:
@@ -162,7 +178,7 @@ def build(ctx: AppContext) -> None:
             negative = gr.Textbox(label="Negative prompt", lines=2, value="", elem_id=_id("negative"))
             pull = gr.Button("Copy prompt and settings from txt2img", visible=in_webui, elem_id=_id("pull"))
             with gr.Row():
-                seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id=_id("seed"))
+                seed = gr.Number(label=SEED_LABEL, value=-1, precision=0, elem_id=_id("seed"))
                 steps = gr.Slider(
                     label="Steps",
                     minimum=LIMITS["steps"][0],
@@ -196,7 +212,7 @@ def build(ctx: AppContext) -> None:
             gr.Markdown(SAMPLER_NOTE, elem_classes=["alignment-note-text"])
             with gr.Accordion("Candidates and step size", open=False, elem_id=_id("params")):
                 m = gr.Slider(
-                    label="Candidates per round (m)",
+                    label=M_LABEL,
                     minimum=LIMITS["m"][0],
                     maximum=LIMITS["m"][1],
                     step=1,
@@ -204,8 +220,8 @@ def build(ctx: AppContext) -> None:
                     elem_id=_id("m"),
                 )
                 with gr.Row():
-                    mu = gr.Number(label="Exploration μ (noise change per candidate)", value=DEFAULT_MU, elem_id=_id("mu"))
-                    lr = gr.Number(label="Step size (line search)", value=DEFAULT_LR, elem_id=_id("lr"))
+                    mu = gr.Number(label=MU_LABEL, value=DEFAULT_MU, elem_id=_id("mu"))
+                    lr = gr.Number(label=LR_LABEL, value=DEFAULT_LR, elem_id=_id("lr"))
                 apply_params = gr.Button("Apply to the running session (from its next round)", elem_id=_id("apply"))
             start = gr.Button("Start", variant="primary", elem_id=_id("start"))
             with gr.Accordion("Earlier sessions", open=False, elem_id=_id("history")):
@@ -283,15 +299,13 @@ def build(ctx: AppContext) -> None:
             request = RefineRequest(
                 prompt=prompt_text or "",
                 negative_prompt=negative_text or "",
-                seed=int(seed_value) if seed_value is not None else -1,
-                steps=int(steps_value),
-                cfg_scale=float(cfg_value),
-                width=int(w or 0) or None,
-                height=int(h or 0) or None,
+                seed=number(seed_value, SEED_LABEL, integer=True, minimum=-1),
+                steps=number(steps_value, "Steps", integer=True, minimum=1),
+                cfg_scale=number(cfg_value, "CFG scale", minimum=0),
+                width=number(w, "Width", integer=True, minimum=0) or None,
+                height=number(h, "Height", integer=True, minimum=0) or None,
                 sampler_name=sampler_name or None,
-                m=int(m_value),
-                mu=float(mu_value),
-                lr=float(lr_value),
+                **_params(m_value, mu_value, lr_value),
             )
             new_id, session, _ = sessions.start(
                 request, task_id=task or None, progress=_reporter(progress, "Candidates")
@@ -378,7 +392,7 @@ def build(ctx: AppContext) -> None:
         def step() -> tuple[str, str | None]:
             if not session_id:
                 raise SessionNotFound("press Start first (these values are also used by Start)")
-            params = sessions.set_params(session_id, m=int(m_value), mu=float(mu_value), lr=float(lr_value))
+            params = sessions.set_params(session_id, **_params(m_value, mu_value, lr_value))
             return session_id, f"From the next round: m={params.m}, μ={params.mu:g}, step={params.lr:g}."
 
         return handlers.guarded(session_id, step)

@@ -24,6 +24,7 @@ from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, pre
 from . import training_view as view
 from .compat import file_path, poll
 from .context import AppContext
+from .training_options import option_label, option_value, start_numbers
 
 TITLE = "Alignment Training"
 ELEM_ID = "alignment_training"
@@ -109,7 +110,7 @@ def _component(name: str, f: dataclasses.Field, default: Any) -> Any:
 
     kind = field_kind(f)
     help_text = f.metadata.get("help", "")
-    label = name.replace("_", " ")
+    label = option_label(name)
     elem_id = _id("opt_" + name)
     if kind == "bool":
         return gr.Checkbox(label=label, value=bool(default), info=help_text, elem_id=elem_id)
@@ -145,22 +146,11 @@ def _components_in_rows(
 
 
 def _option_value(name: str, f: dataclasses.Field, value: Any) -> tuple[bool, Any]:
-    """(send it?, value) for a component's value: empty optional/auto text means "let the trainer/job decide"."""
+    """(send it?, value) for a component's value: empty optional/auto text means "let the trainer/job decide";
+    an empty or invalid number elsewhere is refused with the field's label."""
     from ..training.config import field_kind
 
-    kind = field_kind(f)
-    if kind.startswith("list["):
-        items = [line.strip() for line in str(value or "").splitlines() if line.strip()]
-        if kind == "list[int]" or name.endswith("_targets"):
-            items = [part for line in items for part in line.replace(",", " ").split()]
-        return True, items
-    if isinstance(value, str) and kind not in ("str", "str?") and not value.strip():
-        return False, None
-    if value is None:
-        return False, None
-    if isinstance(value, float) and kind.startswith("int") and value.is_integer():
-        value = int(value)
-    return True, value
+    return option_value(name, f, value, field_kind(f), optional_blank=name in AUTO)
 
 
 def build(ctx: AppContext) -> None:
@@ -395,11 +385,7 @@ def build(ctx: AppContext) -> None:
     ) -> list[Any]:
         m = view.method_from_title(title)
         try:
-            options: dict[str, Any] = {}
-            if step_count not in (None, ""):
-                options["max_train_steps"] = int(step_count)
-            if lr not in (None, ""):
-                options["learning_rate"] = float(lr)
+            options: dict[str, Any] = start_numbers(step_count, lr)
             relevant = (set(ADVANCED) | set(specific.get(m, []))) - (set() if m in data_method_set else set(DATA_ONLY))
             for key, value in zip(advanced_names, values):
                 if key in relevant:

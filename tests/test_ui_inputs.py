@@ -1,0 +1,77 @@
+"""Form input in both tabs: an empty or invalid number is refused with the field's label, never defaulted."""
+
+from __future__ import annotations
+
+import pytest
+
+from lib_alignment.ui.fields import FieldError, number
+from lib_alignment.ui.training_options import option_label, start_numbers
+
+from ui_handlers import build_app, call
+
+T = "alignment_training"
+R = "alignment_rank_refine"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ui-inputs")
+    return build_app(out), out
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(None, "enter a whole number"), ("", "enter a whole number"), ("abc", "is not a whole number"), (2.5, "enter a whole number"), (0, "at least 1"), (float("nan"), "enter")],
+)
+def test_number_refuses_with_the_label(value, problem):
+    with pytest.raises(FieldError, match=f"^Training steps: .*{problem}"):
+        number(value, "Training steps", integer=True, minimum=1)
+
+
+def test_number_keeps_valid_values_and_their_type():
+    assert number("12", "Steps", integer=True) == 12 and isinstance(number(12.0, "Steps", integer=True), int)
+    assert number(" 1e-4 ", "Learning rate", above=0) == pytest.approx(1e-4)
+
+
+def test_start_numbers_never_fall_back_to_defaults():
+    assert start_numbers(30, 2e-4) == {"max_train_steps": 30, "learning_rate": 2e-4}
+    with pytest.raises(FieldError, match="^Training steps"):
+        start_numbers(None, 1e-4)
+    with pytest.raises(FieldError, match="^Learning rate"):
+        start_numbers(10, None)
+
+
+def test_empty_training_steps_starts_no_job_and_names_the_field(app):
+    demo, out = app
+    message, *_ = call(demo, "training_tab", "on_start", **{f"{T}_steps": None, f"{T}_name": "x", f"{T}_dataset": "pairs.csv"})
+    assert message.startswith("**Not started:** Training steps:"), message
+    assert not (out / "jobs").exists() or not any((out / "jobs").iterdir())
+
+
+def test_an_empty_advanced_number_is_refused_with_its_label(app):
+    demo, _ = app
+    message, *_ = call(
+        demo, "training_tab", "on_start", **{f"{T}_opt_rank": None, f"{T}_steps": 10, f"{T}_name": "x", f"{T}_dataset": "pairs.csv"}
+    )
+    assert message == "**Not started:** LoRA rank: enter a whole number", message
+
+
+def test_advanced_settings_have_readable_labels(app):
+    demo, _ = app
+    fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
+    start = next(f for f in fns if f.fn.__name__ == "on_start" and f.fn.__module__.endswith("training_tab"))
+    labels = [c.label for c in start.inputs if (c.elem_id or "").startswith(f"{T}_opt_")]
+    assert labels and "LoRA rank" in labels and "KTO weight of liked images (λ_D)" in labels
+    assert not [label for label in labels if "_" in label.replace("λ_", "")], labels
+    assert all(label[0].isupper() or not label[0].isascii() for label in labels), labels
+    assert option_label("kto_lambda_desirable") != "kto lambda desirable"
+
+
+@pytest.mark.parametrize(
+    ("field", "label"), [("seed", "Seed (-1: random)"), ("mu", "Exploration μ"), ("lr", "Step size (line search)")]
+)
+def test_rank_and_refine_refuses_an_empty_number_with_its_label(app, field, label):
+    demo, _ = app
+    board, session_id, *_ = call(demo, "rank_refine_tab", "on_start", **{f"{R}_{field}": None, f"{R}_session": "", f"{R}_task": ""})
+    assert label in board and "enter a" in board, board
+    assert session_id == ""

@@ -141,6 +141,15 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata=_opt("Recompute UNet activations in the backward pass to save memory.", group="hardware"))
     device: str = field(default="auto", metadata=_opt("auto (what `accelerate launch` or the machine offers) or cpu.", ("auto", "cpu"), "hardware"))
 
+    # --- validation: a held-out split and the best checkpoint ------------------------------------
+    validation_split: float = field(default=0.05, metadata=_opt(
+        "Share of the preference data held out for validation (never sharing an image or caption with training); "
+        "scored every validation_every steps, the best step exported as NAME-best.safetensors. 0 = off.", group="validation"))
+    validation_min: int = field(default=4, metadata=_opt("Fewest held-out items; data that cannot spare them (held-out > a quarter) trains without validation.", group="validation"))
+    validation_every: int = field(default=0, metadata=_opt("Score the held-out split every N steps (0 = a tenth of the run), and at the start and the end.", group="validation"))
+    validation_draws: int = field(default=4, metadata=_opt("Noise/timestep draws per held-out item (stratified over the schedule, fixed seed).", group="validation"))
+    early_stopping_patience: int = field(default=0, metadata=_opt("Stop after this many held-out scores in a row without a new best (0 = never); the best weights are NAME-best.", group="validation"))
+
     # --- outputs and monitoring ----------------------------------------------------------------
     checkpoint_every: int = field(default=500, metadata=_opt("Save a resumable checkpoint every N steps (0 = only at the end).", group="output"))
     checkpoints_keep: int = field(default=2, metadata=_opt("Checkpoints to keep (0 = all).", group="output"))
@@ -217,7 +226,11 @@ class TrainConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 bad(name, "must be ≥ 1")
-        for name in ("max_train_steps", "lr_warmup_steps", "checkpoint_every", "checkpoints_keep", "sample_every", "dataloader_workers", "min_per_class"):
+        if not 0.0 <= self.validation_split < 0.5:
+            bad("validation_split", "must be in [0, 0.5)")
+        if self.validation_draws < 1:
+            bad("validation_draws", "must be ≥ 1")
+        for name in ("max_train_steps", "validation_min", "validation_every", "early_stopping_patience", "lr_warmup_steps", "checkpoint_every", "checkpoints_keep", "sample_every", "dataloader_workers", "min_per_class"):
             if int(getattr(self, name)) < 0:
                 bad(name, "must be ≥ 0")
         if self.num_epochs is None and self.max_train_steps < 1:

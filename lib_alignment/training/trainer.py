@@ -31,6 +31,7 @@ from .denoiser import SDXL, Denoiser, detect_version, sdxl_time_ids, text_encode
 from .events import EventLog, MetricsLog
 from .export import METHOD_TITLES, kohya_state_dict, save_lora, training_metadata, write_sidecars
 from .health import HealthMonitor, Verdict
+from .validation import HeldOutScore, Validator, split_dataset
 from .lora import adapters_disabled, add_lora, load_trainable_state, lora_layers, trainable_state
 from .methods import Errors, Method, MethodOutput, build_method, denoising_errors
 
@@ -170,6 +171,10 @@ class Trainer:
             raise ValueError(f"prediction type {self.prediction_type!r} is not supported (epsilon or v_prediction)")
         self.method: Method = build_method(cfg, self.noise_scheduler.config.num_train_timesteps)
         self._check_data_kind()
+        self.held_out: Any = None
+        if self.method.data_kind in ("pairs", "labeled") and cfg.validation_split > 0:
+            self.dataset, self.held_out, note = split_dataset(self.dataset, cfg.validation_split, cfg.validation_min, cfg.seed)
+            self._status(note)
 
         # LoRA, then placement: frozen weights in the mixed-precision dtype, LoRA in fp32.
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
@@ -218,6 +223,8 @@ class Trainer:
         if cfg.cache_latents:
             self._status("encoding the training images once (cache_latents)")
             self.dataset = self._cache_latents(self.dataset)
+            if self.held_out is not None:
+                self.held_out = self._cache_latents(self.held_out)
 
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -250,6 +257,11 @@ class Trainer:
         self.metrics_log.truncate_after(self.state.step)
         self.health = HealthMonitor(cfg.method, self.total_steps)
         self._verdict: Verdict | None = None
+        self.validator: Validator | None = None
+        if self.held_out is not None:
+            every = cfg.validation_every or max(1, self.total_steps // 10)
+            self.validator = Validator(self.held_out, every, cfg.validation_draws, cfg.seed + 4242, self.method.margin_scale, cfg.early_stopping_patience)
+            self._restore_best()
         self.sampler = self._build_sampler()
         self._is_setup = True
 
@@ -575,6 +587,7 @@ class Trainer:
         acc = self.accelerator
         total = self.total_steps
         self._last_checkpoint: Path | None = self.resume_from
+        self._early_stop: int | None = None
         self.events.emit(
             "start",
             method=cfg.method,
@@ -591,6 +604,8 @@ class Trainer:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=total, initial=self.state.step, desc=f"{cfg.method.upper()} {cfg.name}", unit="step", dynamic_ncols=True)
+        if self.validator is not None and self.state.step == 0:
+            self.validate()
         batches = iter(self.loader)
         session_start = time.time()
         session_steps = 0
@@ -622,16 +637,26 @@ class Trainer:
                     self.save_checkpoint()
                 if self.is_main and self.sampler is not None and self.samples_due(step):
                     self.save_samples(step)
+                if self.validator is not None and self.validator.due(step, total):
+                    self.validate()
+                    self._report_health(progress)
+                    if self._any_process(self.validator.should_stop()):
+                        self._early_stop = step
+                        break
         finally:
             if progress is not None:
                 progress.close()
         if self._last_checkpoint is None or ckpt.checkpoint_dir(self.run_dir, self.state.step) != self._last_checkpoint:
             self.save_checkpoint()
         self._report_health(final=True)
+        if self._early_stop is not None:
+            best = self.validator.best
+            self._status(f"stopping early at step {self._early_stop}: {self.validator.patience} held-out scores without a new best (best {best.accuracy:.3f} at step {best.step})")
         outputs = self.export(status=reason)
         if reason == "cancelled":
             self._clear_stop_file()
-        self.events.emit("done", step=self.state.step, total=total, reason=reason, outputs=outputs)
+        extra = {"stopped_early": True} if self._early_stop is not None else {}
+        self.events.emit("done", step=self.state.step, total=total, reason=reason, outputs=outputs, **extra)
         return TrainResult(status=reason, step=self.state.step, total=total, outputs=outputs)
 
     def save_samples(self, step: int) -> list[Path]:
@@ -669,6 +694,75 @@ class Trainer:
                 shown["reward"] = f"{values['reward_mean']:.4g}"
             progress.set_postfix(shown, refresh=False)
 
+    # ------------------------------------------------------------------ validation and the best weights
+    def validate(self) -> HeldOutScore | None:
+        """Score the held-out split (main process), emit a "validation" event, keep the weights of a new best."""
+        result = None
+        if self.is_main:
+            result, improved = self.validator.score(self, self.state.step)
+            if improved:
+                self._save_best(result)
+            best = self.validator.best
+            self.events.emit("validation", step=result.step, accuracy=result.accuracy, margin=result.margin, count=result.count,
+                             best_step=best.step if best else None, best=best.accuracy if best else None)
+            self.health.observe_validation(result.step, result.accuracy, result.margin)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _best_dir(self) -> Path:
+        return self.run_dir / "best"
+
+    def _save_best(self, score: HeldOutScore) -> None:
+        """The LoRA of the best held-out score so far, in RUN_DIR/best (survives a resume)."""
+        from ..paths import atomic_write_json
+
+        tensors = kohya_state_dict(self.pipe.unet, self.text_encoders if self.te_params else (), alpha=self.config.effective_alpha, version=self.version)
+        folder = self._best_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_lora(folder / "lora.safetensors", tensors, {"step": str(score.step)}, "fp32")
+        first = self.validator.history[0] if self.validator.history else score
+        atomic_write_json(folder / "best.json", {**score.__dict__, "first": first.__dict__})
+
+    def _restore_best(self) -> None:
+        """On resume: the best score so far, when it was reached no later than the checkpoint."""
+        import json
+
+        file = self._best_dir() / "best.json"
+        if self.state.step == 0 or not file.is_file():
+            return
+        try:
+            saved = json.loads(file.read_text(encoding="utf-8"))
+            best = HeldOutScore(int(saved["step"]), float(saved["accuracy"]), float(saved["margin"]), int(saved["count"]))
+            first = HeldOutScore(**saved["first"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if best.step <= self.state.step:
+            self.validator.best = best
+            self.validator.history = [first, best] if first.step != best.step else [best]
+            for item in self.validator.history:
+                self.health.observe_validation(item.step, item.accuracy, item.margin)
+
+    def _export_best(self, final_path: Path) -> dict[str, str | None]:
+        """OUTPUT_DIR/NAME-best.safetensors (+ .json) from the best held-out step, beside the final LoRA."""
+        from safetensors.torch import load_file
+
+        best = self.validator.best if self.validator is not None else None
+        source = self._best_dir() / "lora.safetensors"
+        if best is None or not source.is_file():
+            return {}
+        cfg = self.config
+        metadata = training_metadata(cfg, self.version, self.model_name, started_at=self.state.started_at, steps=best.step,
+                                     hyperparameters=self.method.hyperparameters(), num_images=self.training_image_count(),
+                                     status=f"best held-out score at step {best.step}")
+        metadata.update(_score_metadata(best))
+        metadata["ss_output_name"] = f"{cfg.name}-best"
+        path = save_lora(final_path.with_name(f"{cfg.name}-best.safetensors"), load_file(str(source)), metadata, cfg.save_precision)
+        notes = (f"Best held-out step {best.step} of {self.state.step}: preference accuracy {best.accuracy:.3f}, "
+                 f"margin {best.margin:.4g} on {best.count} held-out items. {cfg.name}.safetensors holds the final weights.")
+        description = (cfg.description or self.default_description()) + f" Weights of step {best.step} (best held-out score)."
+        sidecars = write_sidecars(path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=notes)
+        return {"best": str(path), "best_metadata": str(sidecars["metadata"]), "best_step": str(best.step)}
+
     def _report_health(self, progress: Any = None, final: bool = False) -> None:
         """Emit a "health" event (and a log line) when the verdict changes, every tenth of the run, and at the end."""
         if not self.is_main:
@@ -696,9 +790,13 @@ class Trainer:
         folder = self.save_checkpoint()
         outputs = self.export(status=f"stopped after step {step}: non-finite loss")
         outputs["checkpoint"] = str(folder)
+        kept = (
+            f"The weights after step {step} (the last good ones) are saved in {outputs.get('lora')} and {folder}"
+            if outputs.get("lora")
+            else "No step succeeded, so no LoRA was written"
+        )
         message = (
-            f"training stopped at step {step + 1} of {self.total_steps}: {error}. The weights after step {step} "
-            f"(the last good ones) are saved in {outputs.get('lora')} and {folder}; lower the learning rate or beta, "
+            f"training stopped at step {step + 1} of {self.total_steps}: {error}. {kept}; lower the learning rate or beta, "
             "or use fp32/bf16 instead of fp16, and resume with --resume."
         )
         self._emit_error(NonFiniteLoss(message), kind="non_finite_loss", outputs=outputs)
@@ -747,6 +845,10 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         outputs: dict[str, str | None] = {}
+        if self.state.step == 0:  # nothing trained: a LoRA of zeros would only clutter the LoRA list
+            if self.is_main:
+                self._status(f"no LoRA written: {status} before the first training step")
+            return {"lora": None, "checkpoint": str(self._last_checkpoint) if getattr(self, "_last_checkpoint", None) else None}
         if self.is_main:
             cfg = self.config
             self._status("exporting the LoRA")
@@ -766,20 +868,42 @@ class Trainer:
                 num_images=self.training_image_count(),
                 status=status,
             )
+            last = self.validator.history[-1] if self.validator is not None and self.validator.history else None
+            if last is not None:
+                metadata.update(_score_metadata(last))
             lora_path = save_lora(cfg.output_path(), tensors, metadata, cfg.save_precision)
             preview = None
             if cfg.preview and self.sampler is not None and self.sampler.prompts:
                 preview = self.sampler.generate(prompts=self.sampler.prompts[:1], seeds=self.sampler.seeds[:1], autocast=acc.autocast())[0]
             description = cfg.description or self.default_description()
-            sidecars = write_sidecars(lora_path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=status, preview=preview)
+            notes = status
+            if last is not None:
+                notes += f"; held-out preference accuracy {last.accuracy:.3f} at step {last.step} ({last.count} items)"
+                best = self.validator.best
+                if best is not None:
+                    notes += f", best {best.accuracy:.3f} at step {best.step} ({cfg.name}-best.safetensors)"
+            if getattr(self, "_verdict", None) is not None:
+                notes += f". Verdict: {self._verdict.title} — {self._verdict.reason}"
+            sidecars = write_sidecars(lora_path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=notes, preview=preview)
             outputs = {
                 "lora": str(lora_path),
                 "metadata": str(sidecars["metadata"]),
                 "preview": str(sidecars["preview"]) if sidecars["preview"] else None,
                 "checkpoint": str(self._last_checkpoint) if getattr(self, "_last_checkpoint", None) else None,
+                **self._export_best(lora_path),
             }
         acc.wait_for_everyone()
         return outputs
+
+
+def _score_metadata(score: HeldOutScore) -> dict[str, str]:
+    """LoRA metadata of a held-out score."""
+    return {
+        "lib_alignment_heldout_step": str(score.step),
+        "lib_alignment_heldout_accuracy": f"{score.accuracy:.6g}",
+        "lib_alignment_heldout_margin": f"{score.margin:.6g}",
+        "lib_alignment_heldout_count": str(score.count),
+    }
 
 
 #: Columns the trainer adds to every method's metrics.

@@ -94,6 +94,11 @@ class Method(ABC):
     def loss(self, errors: Errors, batch: dict[str, Any], reduce_mean: ReduceMean = local_mean) -> MethodOutput:
         """Loss and metrics of one micro-batch. `reduce_mean` averages a tensor across processes."""
 
+    @property
+    def margin_scale(self) -> float:
+        """Factor from a difference of implicit rewards g = e_ref − e_θ to this method's logit units (held-out margins)."""
+        return self.beta
+
     def hyperparameters(self) -> dict[str, Any]:
         """What to record in the LoRA's metadata."""
         return {"method": self.name, "beta": self.beta, **self.options}

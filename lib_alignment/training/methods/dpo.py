@@ -29,6 +29,10 @@ class DPO(Method):
     needs_reference = True
     metric_names = ("reward_accuracy", "reward_margin", "reward_margin_std", "reward_preferred", "reward_other", "model_error", "reference_error", "drift")
 
+    @property
+    def margin_scale(self) -> float:
+        return 0.5 * self.beta
+
     def pair_loss(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-pair loss of the implicit reward margins (the sigmoid loss of the paper)."""
         return -F.logsigmoid(logits)

@@ -32,6 +32,10 @@ class MaPO(Method):
         self.snr_value = float(snr_value)
         self.num_train_timesteps = int(num_train_timesteps)
 
+    @property
+    def margin_scale(self) -> float:
+        return float(self.num_train_timesteps)  # MaPO's β weighs a loss term; margins are in T · error units
+
     def loss(self, errors: Errors, batch: dict[str, Any], reduce_mean: ReduceMean = local_mean) -> MethodOutput:
         errors_w, errors_l = errors.policy.chunk(2)
         log_odds = mapo_score(errors_w, self.snr_value) - mapo_score(errors_l, self.snr_value)

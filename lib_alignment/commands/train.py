@@ -121,5 +121,7 @@ def run(args: argparse.Namespace) -> int:
         verb = f"reached the reward target {config.reward_target:g} at step {result.step} of {result.total}"
     else:
         verb = f"stopped at step {result.step} of {result.total} (resume with --resume {config.resolved_run_dir()})"
-    print(f"training {verb}; wrote {result.outputs.get('lora')}", file=out)
+    lora = result.outputs.get("lora")
+    written = f"wrote {lora}" if lora else "no LoRA written (no training step was taken)"
+    print(f"training {verb}; {written}", file=out)
     return 0

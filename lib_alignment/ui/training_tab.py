@@ -444,7 +444,10 @@ def build(ctx: AppContext) -> None:
     )
 
     # ------------------------------------------------------------------ watching jobs
-    detail_outputs = [job, progress, warning, cancel, resume, plot, samples, log, table, loras, compare_prompts, seen]
+    detail_outputs = [
+        job, progress, warning, cancel, resume, plot, samples, log, table, loras, compare_prompts,
+        action_message, compare_message, grid, seen,
+    ]  # fmt: skip
 
     def render(label: str | None, state: dict[str, Any] | None, force: bool = False) -> list[Any]:
         """Everything on the right, sending only what changed since this page last saw it."""
@@ -505,11 +508,19 @@ def build(ctx: AppContext) -> None:
         lora_key = view.lora_signature(all_statuses)
         out.append(view.lora_cards_html(all_statuses) if force or list(lora_key) != state.get("loras") else gr.update())
         state["loras"] = [list(k) for k in lora_key]
-        if force or job_id != state.get("compare_job"):
+        job_switched = force or job_id != state.get("compare_job")
+        if job_switched:
             out.append("\n".join(view.default_compare_prompts(_record(runner, job_id))) if job_id else "")
             state["compare_job"] = job_id
         else:
             out.append(gr.update())
+        # a message about the job ("Cancelling…", "Resumed") holds until its state moves on
+        settled = changed and not (status is not None and status.state == "cancelling")
+        out.append("" if settled else gr.update())
+        # another job's before/after grid does not stay under this one
+        out += ["", None] if job_switched and state.get("grid_job") not in (None, job_id) else [gr.update(), gr.update()]
+        if job_switched:
+            state["grid_job"] = job_id
         out.append(state)
         return out
 

@@ -18,11 +18,14 @@ from PIL import Image
 
 from ..jobs.runner import JOB_ID, JobStatus
 
-METHOD_TITLES = {"dpo": "DPO", "kto": "KTO", "mapo": "MaPO", "ddpo": "DDPO"}
+METHOD_TITLES = {"dpo": "DPO", "ipo": "IPO", "dpo_hinge": "DPO (hinge)", "kto": "KTO", "mapo": "MaPO", "orpo": "ORPO", "ddpo": "DDPO"}
 METHOD_HINTS = {
     "dpo": "Diffusion-DPO: pairs of images, one preferred (Pick-a-Pic or Rank & Refine pairs).",
     "kto": "Diffusion-KTO: single images marked liked or disliked (or pairs, split).",
+    "ipo": "IPO: DPO's pairs with a squared loss that stops at a target margin (harder to over-optimise).",
+    "dpo_hinge": "DPO with a hinge loss: pairs ranked by a margin of 1 stop contributing.",
     "mapo": "MaPO: pairs like DPO, without a reference model (less memory).",
+    "orpo": "ORPO: pairs without a reference model; fits the preferred image plus an odds-ratio term.",
     "ddpo": "DDPO: reinforcement learning on a reward computed on the model's own samples.",
 }
 STATE_TITLES = {
@@ -117,6 +120,8 @@ def progress_html(status: JobStatus | None) -> str:
         message = f"<pre style='white-space:pre-wrap;margin:6px 0 0 0;font-size:0.85em'>{html.escape(status.message[-2000:])}</pre>"
     outputs = ""
     verdict = verdict_html(getattr(status, "health", None) or {})
+    if status.state in ("cancelled", "finished", "error") and not status.active and status.step == 0 and not status.outputs.get("lora"):
+        outputs = "<div class='alignment-no-lora' style='margin-top:4px;font-size:0.9em'>No LoRA written: the job ended before its first training step.</div>"
     if status.outputs.get("lora"):
         outputs = f"<div style='margin-top:4px;font-size:0.9em'>LoRA: <code>{html.escape(Path(status.outputs['lora']).name)}</code> — use <code>&lt;lora:{html.escape(status.name)}:1&gt;</code> in a prompt</div>"
     return (

@@ -22,9 +22,12 @@ def standalone_context(
 
     def backend_factory() -> Any:
         from ..generation import DiffusersBackend
+        from ..lora_prompt import LoraTagBackend
         from ..models import load_pipeline
 
-        return DiffusersBackend(load_pipeline(model, device=device, tokenizer=tokenizer), model_name=Path(model).stem if model not in ("tiny", "tiny-random") else model)
+        pipe = load_pipeline(model, device=device, tokenizer=tokenizer)
+        inner = DiffusersBackend(pipe, model_name=Path(model).stem if model not in ("tiny", "tiny-random") else model)
+        return LoraTagBackend(inner, out / "loras")  # <lora:NAME:w> in prompts, as in the WebUI
 
     return AppContext(
         host="standalone",

@@ -92,8 +92,8 @@ class RefineRequest:
     mu: float = DEFAULT_MU
     lr: float = DEFAULT_LR
 
-    def problems(self, samplers: Sequence[str]) -> list[str]:
-        """One "field: message" per bad field."""
+    def problems(self, samplers: Sequence[str] | None) -> list[str]:
+        """One "field: message" per bad field (samplers None: the sampler is not checked)."""
         out = []
         if not isinstance(self.prompt, str):
             out.append("prompt: must be a string")
@@ -111,7 +111,7 @@ class RefineRequest:
                     out.append(
                         f"{name}: must be a multiple of 8 in {low}..{high}, or 0 for the model's size (got {value})"
                     )
-        if self.sampler_name and self.sampler_name not in samplers:
+        if self.sampler_name and samplers is not None and self.sampler_name not in samplers:
             out.append(f"sampler_name: {self.sampler_name!r} is not one of {list(samplers)}")
         out += params_problems(self.m, self.mu, self.lr)
         return out
@@ -262,6 +262,13 @@ class RefineSessions:
         """A new session and its first round: (id, session, round)."""
         from ..refine import RefineParams, RefineSession
 
+        problems = request.problems(None)  # everything but the sampler, before the model loads
+        if problems:
+            raise ValueError("; ".join(problems))
+        if not self.ctx.in_webui:  # the WebUI applies <lora:...> itself; here a missing LoRA is said up front
+            from ..lora_prompt import check_prompt_loras
+
+            check_prompt_loras(request.prompt, self.ctx.lora_dir)
         backend = self.ctx.backend()
         samplers = self.samplers()
         problems = request.problems(samplers)

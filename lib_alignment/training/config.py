@@ -17,12 +17,12 @@ from typing import Any
 
 from ..paths import safe_name
 
-METHODS = ("dpo", "kto", "mapo", "ddpo")
+METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "ddpo")
 #: Methods that learn from a reward on the model's own samples rather than from a dataset.
 REWARD_METHODS = ("ddpo",)
 
 #: β when `beta` is left unset: the papers' defaults in the convention each method documents.
-DEFAULT_BETA = {"dpo": 5000.0, "kto": 1000.0, "mapo": 0.1}
+DEFAULT_BETA = {"dpo": 5000.0, "ipo": 5000.0, "dpo_hinge": 5000.0, "kto": 1000.0, "mapo": 0.1, "orpo": 0.1}
 
 #: LoRA targets in the UNet: attention projections, feed-forward, and the transformer blocks'
 #: in/out projections. The names are the same in SD1.x, SD2.x and SDXL UNets.
@@ -49,7 +49,7 @@ class TrainConfig:
     """All options of a DPO / KTO / MaPO / DDPO LoRA training run (see each field's help)."""
 
     # --- what to train -----------------------------------------------------------------------
-    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), kto (liked/disliked images), mapo (pairs, no reference model) or ddpo (a reward on the model's own samples).", METHODS, "run"))
+    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), ipo or dpo_hinge (DPO's margin with a squared or hinge loss), kto (liked/disliked images), mapo or orpo (pairs, no reference model) or ddpo (a reward on the model's own samples).", METHODS, "run"))
     model: str = field(default="", metadata=_opt("Base model: 'tiny', 'tiny-random', a diffusers folder or a .safetensors/.ckpt checkpoint.", group="run"))
     tokenizer: str = field(default="", metadata=_opt("Tokenizer folder for a single-file checkpoint with none beside it (the WebUI tab hands over the loaded model's); empty = look beside the checkpoint, then in the local Hugging Face cache.", group="run"))
     data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads (not used by DDPO).", group="run"))
@@ -72,7 +72,7 @@ class TrainConfig:
     # --- objective -----------------------------------------------------------------------------
     beta: float | None = field(default=None, metadata=_opt(
         "Inverse temperature. DPO: the paper's β_T inside −log σ(−β/2·Δ), default 5000 (diffusers' example folds the ½ "
-        "into its beta_dpo: theirs = ours/2). KTO: β of σ(β(g−KL)), default 1000. MaPO: weight of the margin term, default 0.1. "
+        "into its beta_dpo: theirs = ours/2). KTO: β of σ(β(g−KL)), default 1000. MaPO: weight of the margin term, default 0.1. IPO / dpo_hinge: as DPO (IPO's τ = β/2, target margin 1/β). ORPO: weight of the odds-ratio term, default 0.1. "
         "Errors are per-element means of squared differences, as in both reference codes.", group="objective"))
     kto_utility: str = field(default="sigmoid", metadata=_opt("KTO value function: sigmoid (1−σ) or loss_averse (1−log σ), as in the reference code's 'halo' option.", ("sigmoid", "loss_averse"), "objective"))
     kto_reference_point: str = field(default="batch_kl", metadata=_opt(

@@ -27,7 +27,7 @@ from .images import DEFAULT_MAX_PIXELS, ImageProblem, ImageRef, check_image
 from .report import DatasetValidationError, Problem, SkippedRow, ValidationReport
 from .tables import TableError, open_table
 
-METHODS = ("dpo", "kto", "mapo")
+METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo")
 TIE_POLICIES = ("drop", "weight")
 FOLDER_ROW_MEANING = "folder layout: problems name the image or pair folder; there are no row numbers"
 

@@ -7,10 +7,12 @@ from typing import Any
 from .base import Errors, Method, MethodOutput, denoising_errors, weighted_mean
 from .ddpo import DDPO, ppo_loss, reinforce_loss
 from .dpo import DPO, dpo_logits
+from .dpo_variants import IPO, HingeDPO
 from .kto import KTO
 from .mapo import MaPO, mapo_score
+from .orpo import ORPO
 
-METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "kto": KTO, "mapo": MaPO, "ddpo": DDPO}
+METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "ipo": IPO, "dpo_hinge": HingeDPO, "kto": KTO, "mapo": MaPO, "orpo": ORPO, "ddpo": DDPO}
 
 
 def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
@@ -30,8 +32,10 @@ def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
             guidance_scale=config.sample_cfg_scale,
         )
     beta = config.effective_beta
-    if config.method == "dpo":
-        return DPO(beta)
+    if config.method in ("dpo", "ipo", "dpo_hinge"):
+        return METHOD_CLASSES[config.method](beta)
+    if config.method == "orpo":
+        return ORPO(beta, num_train_timesteps=num_train_timesteps)
     if config.method == "kto":
         return KTO(
             beta,
@@ -48,6 +52,9 @@ def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
 __all__ = [
     "DDPO",
     "DPO",
+    "IPO",
+    "ORPO",
+    "HingeDPO",
     "KTO",
     "METHOD_CLASSES",
     "Errors",

@@ -134,3 +134,17 @@ def test_the_job_summary_keeps_the_latest_verdict_and_held_out_curve_and_the_tab
     assert verdict_html({}) == ""
     image = render_health(summary.series, summary.health_keys(), total=20)
     assert image.width == 760 and image.height == 220
+
+
+@pytest.mark.parametrize("margin, words", [(0.004, "looks small"), (12.0, "looks large"), (0.8, "workable")])
+def test_beta_guidance_from_the_first_steps_margins(margin, words):
+    monitor = HealthMonitor("dpo", total=200)  # guidance after 10 steps
+    _feed(monitor, [{"reward_accuracy": 0.6, "reward_margin": margin, "reward_margin_std": margin / 2}] * 9)
+    assert monitor.verdict().guidance == ""
+    _feed(monitor, [{"reward_accuracy": 0.6, "reward_margin": margin, "reward_margin_std": margin / 2}] * 10)
+    guidance = monitor.verdict().guidance
+    assert words in guidance
+    # MaPO's β weighs a loss term, not the margin: no guidance
+    mapo = HealthMonitor("mapo", total=200)
+    _feed(mapo, [{"reward_accuracy": 0.6, "reward_margin": margin}] * 20)
+    assert mapo.verdict().guidance == ""

@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Methods whose β multiplies the implicit reward margin (so the margin's size says whether β fits).
+BETA_SCALES_MARGIN = ("dpo", "ipo", "dpo_hinge", "kto")
 STATES = ("early", "learning", "not_learning", "over_optimising", "unstable")
 TITLES = {
     "early": "Too early to tell",
@@ -45,6 +47,8 @@ class Verdict:
     reason: str
     advice: str = ""
     numbers: dict[str, float] = field(default_factory=dict)
+    #: β guidance from the first steps' margins, once known (see HealthMonitor.beta_guidance)
+    guidance: str = ""
 
     @property
     def title(self) -> str:
@@ -52,7 +56,7 @@ class Verdict:
 
     def text(self) -> str:
         """One line for the trainer's log: 'step 40: Learning — held-out accuracy 0.50 → 0.81.'"""
-        return f"step {self.step}: {self.title} — {self.reason}" + (f" {self.advice}" if self.advice else "")
+        return f"step {self.step}: {self.title} — {self.reason}" + (f" {self.advice}" if self.advice else "") + (f" ({self.guidance})" if self.guidance else "")
 
     def to_event(self) -> dict[str, Any]:
         return {**asdict(self), "title": self.title}
@@ -83,6 +87,9 @@ class Thresholds:
     #: DDPO: share of clipped ratios that says the updates are too large, KL to base that says "far"
     clipfrac_limit: float = 0.5
     kl_limit: float = 5.0
+    #: β guidance: margin size (logit units) after the first steps below which β looks small, above which large
+    beta_small: float = 0.05
+    beta_large: float = 5.0
 
 
 def _finite(value: Any) -> float | None:
@@ -110,6 +117,9 @@ class HealthMonitor:
         self.held_out: list[tuple[int, float, float]] = []
         self.non_finite: str | None = None
         self.step = 0
+        self.guidance = ""
+        #: steps after which the margins say whether β suits this model and data
+        self.guidance_step = max(10, min(50, self.total // 20))
 
     # ------------------------------------------------------------------ input
     def observe_step(self, step: int, row: dict[str, Any]) -> None:
@@ -149,7 +159,28 @@ class HealthMonitor:
     def verdict(self) -> Verdict:
         if self.method == "ddpo":
             return self._ddpo_verdict()
-        return self._preference_verdict()
+        verdict = self._preference_verdict()
+        verdict.guidance = self.beta_guidance()
+        return verdict
+
+    def beta_guidance(self) -> str:
+        """Once `guidance_step` steps are logged: is β in a sensible range for this model and data (methods where β scales the margin)?"""
+        if self.guidance or self.method not in BETA_SCALES_MARGIN or self.step < self.guidance_step:
+            return self.guidance
+        rows = [r for r in self.first_rows if r.get("reward_margin") is not None][-5:]
+        if not rows:
+            return ""
+        size = _mean([max(abs(r["reward_margin"]), r.get("reward_margin_std") or 0.0) for r in rows])
+        limits = self.limits
+        if size < limits.beta_small:
+            self.guidance = (f"β looks small for this model and data: after {self.step} steps the margins are about {size:.2g} "
+                             "(the loss barely moves from its start). Raise β (×4) or the learning rate.")
+        elif size > limits.beta_large:
+            self.guidance = (f"β looks large for this model and data: the margins are already about {size:.3g} after {self.step} steps, "
+                             "where the loss saturates and over-optimisation follows. Lower β (÷4) or the learning rate.")
+        else:
+            self.guidance = f"β is in a workable range: margins about {size:.2g} after {self.step} steps."
+        return self.guidance
 
     def _unstable(self) -> Verdict | None:
         step, limits = self.step, self.limits

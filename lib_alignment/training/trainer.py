@@ -770,7 +770,7 @@ class Trainer:
         verdict = self.health.verdict()
         every = max(1, self.total_steps // 10)
         previous = self._verdict
-        if not final and previous is not None and previous.state == verdict.state and verdict.step - previous.step < every:
+        if not final and previous is not None and previous.state == verdict.state and previous.guidance == verdict.guidance and verdict.step - previous.step < every:
             return
         self._verdict = verdict
         self.events.emit("health", **verdict.to_event())

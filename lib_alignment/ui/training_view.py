@@ -156,6 +156,7 @@ def verdict_html(health: dict[str, Any]) -> str:
         f"border-left:4px solid {color};font-size:0.9em'><b style='color:{color}'>{title}</b>"
         f" <span style='opacity:0.7'>(step {html.escape(str(health.get('step', '')))})</span>: {reason}"
         + (f"<div><i>What to change:</i> {advice}</div>" if advice else "")
+        + (f"<div><i>β:</i> {html.escape(str(health['guidance']))}</div>" if health.get("guidance") else "")
         + "</div>"
     )
 

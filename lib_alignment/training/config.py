@@ -17,12 +17,12 @@ from typing import Any
 
 from ..paths import safe_name
 
-METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "ddpo")
+METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "listwise", "ddpo")
 #: Methods that learn from a reward on the model's own samples rather than from a dataset.
 REWARD_METHODS = ("ddpo",)
 
 #: β when `beta` is left unset: the papers' defaults in the convention each method documents.
-DEFAULT_BETA = {"dpo": 5000.0, "ipo": 5000.0, "dpo_hinge": 5000.0, "kto": 1000.0, "mapo": 0.1, "orpo": 0.1}
+DEFAULT_BETA = {"dpo": 5000.0, "ipo": 5000.0, "dpo_hinge": 5000.0, "kto": 1000.0, "mapo": 0.1, "orpo": 0.1, "listwise": 5000.0}
 
 #: LoRA targets in the UNet: attention projections, feed-forward, and the transformer blocks'
 #: in/out projections. The names are the same in SD1.x, SD2.x and SDXL UNets.
@@ -49,7 +49,7 @@ class TrainConfig:
     """All options of a DPO / KTO / MaPO / DDPO LoRA training run (see each field's help)."""
 
     # --- what to train -----------------------------------------------------------------------
-    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), ipo or dpo_hinge (DPO's margin with a squared or hinge loss), kto (liked/disliked images), mapo or orpo (pairs, no reference model) or ddpo (a reward on the model's own samples).", METHODS, "run"))
+    method: str = field(default="dpo", metadata=_opt("Training objective: dpo (pairs), ipo or dpo_hinge (DPO's margin with a squared or hinge loss), kto (liked/disliked images), mapo or orpo (pairs, no reference model), listwise (rankings of m images, or pairs: a Plackett–Luce likelihood over DPO's implicit rewards) or ddpo (a reward on the model's own samples).", METHODS, "run"))
     model: str = field(default="", metadata=_opt("Base model: 'tiny', 'tiny-random', a diffusers folder or a .safetensors/.ckpt checkpoint.", group="run"))
     tokenizer: str = field(default="", metadata=_opt("Tokenizer folder for a single-file checkpoint with none beside it (the WebUI tab hands over the loaded model's); empty = look beside the checkpoint, then in the local Hugging Face cache.", group="run"))
     data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads (not used by DDPO).", group="run"))
@@ -184,6 +184,8 @@ class TrainConfig:
         """'pairs' for DPO and MaPO, 'labeled' for KTO, 'rollouts' for DDPO."""
         if self.method in REWARD_METHODS:
             return "rollouts"
+        if self.method == "listwise":
+            return "rankings"
         return "labeled" if self.method == "kto" else "pairs"
 
     def resolved_run_dir(self) -> Path:

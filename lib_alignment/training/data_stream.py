@@ -76,13 +76,14 @@ class SampleStream(torch.utils.data.Sampler):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a micro-batch. Pairs become [2B, ...] with all preferred images first."""
+    """Stack a micro-batch. Pairs become [2B, ...] with all preferred images first; rankings of m [m·B, ...] by rank."""
     first = items[0]
     batch: dict[str, Any] = {"caption": [str(item["caption"]) for item in items]}
     key = "latents" if "latents" in first else "pixel_values"
     stacked = torch.stack([item[key] for item in items])
-    if stacked.ndim == 5:  # pairs: [B, 2, C, H, W]
-        stacked = torch.cat([stacked[:, 0], stacked[:, 1]])
+    if stacked.ndim == 5:  # pairs [B, 2, C, H, W] or rankings [B, m, C, H, W]: rank-major [m·B, ...]
+        batch["group"] = stacked.shape[1]
+        stacked = torch.cat([stacked[:, r] for r in range(stacked.shape[1])])
         batch["weight"] = torch.tensor([float(item.get("weight", 1.0)) for item in items])
     else:
         batch["label"] = torch.tensor([float(item["label"]) for item in items])

@@ -137,7 +137,7 @@ def training_metadata(
     return meta
 
 
-METHOD_TITLES = {"dpo": "Diffusion-DPO", "ipo": "Diffusion-IPO", "dpo_hinge": "Diffusion-DPO (hinge)", "kto": "Diffusion-KTO", "mapo": "MaPO", "orpo": "Diffusion-ORPO", "ddpo": "DDPO"}
+METHOD_TITLES = {"dpo": "Diffusion-DPO", "ipo": "Diffusion-IPO", "dpo_hinge": "Diffusion-DPO (hinge)", "kto": "Diffusion-KTO", "mapo": "MaPO", "orpo": "Diffusion-ORPO", "listwise": "Listwise Diffusion-DPO (Plackett–Luce)", "ddpo": "DDPO"}
 
 
 def _number(value: float) -> str:

@@ -172,7 +172,7 @@ class Trainer:
         self.method: Method = build_method(cfg, self.noise_scheduler.config.num_train_timesteps)
         self._check_data_kind()
         self.held_out: Any = None
-        if self.method.data_kind in ("pairs", "labeled") and cfg.validation_split > 0:
+        if self.method.data_kind in ("pairs", "labeled", "rankings") and cfg.validation_split > 0:
             self.dataset, self.held_out, note = split_dataset(self.dataset, cfg.validation_split, cfg.validation_min, cfg.seed)
             self._status(note)
 
@@ -269,6 +269,10 @@ class Trainer:
         item = self.dataset[0]
         pixels = item.get("pixel_values", item.get("latents"))
         pairs = pixels is not None and pixels.ndim == 4
+        if self.method.data_kind == "rankings":  # rankings of m images; pairs are rankings of two
+            if not pairs:
+                raise ValueError(f"method {self.method.name!r} trains on rankings (or pairs), but the data holds single images")
+            return
         if (self.method.data_kind == "pairs") != pairs:
             want = "pairs of images" if self.method.data_kind == "pairs" else "single labelled images"
             raise ValueError(f"method {self.method.name!r} trains on {want}, but the data holds {'pairs' if pairs else 'single images'}")
@@ -295,12 +299,14 @@ class Trainer:
     def default_description(self) -> str:
         """NAME.json's description when the user gave none."""
         title = METHOD_TITLES.get(self.config.method, self.config.method)
-        kind = "pairs" if self.method.data_kind == "pairs" else "images"
+        kind = {"pairs": "pairs", "rankings": "rankings"}.get(self.method.data_kind, "images")
         return f"{title} LoRA of {self.model_name}, {self.state.step} steps, beta {self.method.beta:g}, rank {self.config.rank}, {len(self.dataset)} {kind}."
 
     def training_image_count(self) -> int:
         """ss_num_train_images of the metadata."""
-        return len(self.dataset) * (2 if self.method.data_kind == "pairs" else 1)
+        if self.method.data_kind == "rankings" and hasattr(self.dataset, "records"):
+            return sum(len(record.images) for record in self.dataset.records)
+        return len(self.dataset) * (2 if self.method.data_kind in ("pairs", "rankings") else 1)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -380,15 +386,17 @@ class Trainer:
             items.append(item)
         return CachedLatents(items)
 
-    def draw_noise(self, latents: torch.Tensor, pairs: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(timesteps, noise) from the trainer's generator; shared by both images of a pair."""
+    def draw_noise(self, latents: torch.Tensor, pairs: bool | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timesteps, noise) from the trainer's generator; shared by the images of a pair (or of a ranking:
+        `pairs` = its size, the batch being rank-major)."""
+        group = 2 if pairs is True else max(1, int(pairs))
         n = latents.shape[0]
-        draws = n // 2 if pairs else n
+        draws = n // group
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (draws,), generator=self.generator)
         noise = torch.randn((draws, *latents.shape[1:]), generator=self.generator)
-        if pairs:
-            timesteps = timesteps.repeat(2)
-            noise = noise.repeat(2, 1, 1, 1)
+        if group > 1:
+            timesteps = timesteps.repeat(group)
+            noise = noise.repeat(group, 1, 1, 1)
         return timesteps.to(latents.device), noise.to(latents.device)
 
     def noisy_and_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,7 +440,7 @@ class Trainer:
 
     def compute_loss(self, batch: dict[str, Any]) -> MethodOutput:
         """Loss of one micro-batch: latents, shared or separate noise, reference pass, method."""
-        pairs = self.method.data_kind == "pairs"
+        group = int(batch.get("group", 2)) if self.method.data_kind in ("pairs", "rankings") else 1
         if "latents" in batch:
             latents = batch["latents"].to(self.accelerator.device, torch.float32)
         else:
@@ -441,9 +449,9 @@ class Trainer:
         if self.config.caption_dropout > 0:
             drop = torch.rand(len(captions), generator=self.generator) < self.config.caption_dropout
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        timesteps, noise = self.draw_noise(latents, pairs)
+        timesteps, noise = self.draw_noise(latents, group)
         noisy, target = self.noisy_and_target(latents, noise, timesteps)
-        repeat = 2 if pairs else 1
+        repeat = group
         conditioning = self.condition(captions, noisy.shape[0], noisy.device)
         reference_errors = None
         if self.method.needs_reference:  # first, so its activations are freed before the graph is built

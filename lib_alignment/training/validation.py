@@ -131,16 +131,16 @@ def implicit_gains(trainer: Any, dataset: Any, draws: int, seed: int, batch_size
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             infos += [{k: v for k, v in it.items() if k not in ("pixel_values", "latents")} for it in items]
             key = "latents" if "latents" in items[0] else "pixel_values"
-            stacked = torch.stack([it[key] for it in items])  # [B, 2, C, H, W] for pairs, [B, C, H, W] otherwise
+            stacked = torch.stack([it[key] for it in items])  # [B, m, C, H, W] for pairs/rankings, [B, C, H, W] otherwise
             pairs = stacked.ndim == 5
-            if pairs:  # preferred images first, then the others, as in training
-                stacked = torch.cat([stacked[:, 0], stacked[:, 1]])
+            per_item = stacked.shape[1] if pairs else 1
+            if pairs:  # rank-major, as in training: all preferred images first
+                stacked = torch.cat([stacked[:, r] for r in range(per_item)])
             if key == "latents":
                 latents = stacked.to(device, torch.float32)
             else:
                 latents = trainer.encode_images(stacked.to(device), sample=False)
             b = len(items)
-            per_item = 2 if pairs else 1
             captions = [str(it["caption"]) for it in items] * per_item
             conditioning = trainer.condition(captions, latents.shape[0], device)
             total = torch.zeros(latents.shape[0])
@@ -156,7 +156,7 @@ def implicit_gains(trainer: Any, dataset: Any, draws: int, seed: int, batch_size
                     reference = denoising_errors(model(noisy, timesteps, conditioning["input_ids"], **kwargs), target)
                 total += (reference - policy).float().cpu()
             mean = total / draws
-            gains.append(torch.stack([mean[:b], mean[b:]], dim=1) if pairs else mean)
+            gains.append(mean.reshape(per_item, b).t() if pairs else mean)
     finally:
         trainer.pipe.unet.train(was_training)
     return torch.cat(gains), infos
@@ -164,8 +164,9 @@ def implicit_gains(trainer: Any, dataset: Any, draws: int, seed: int, batch_size
 
 def score_gains(gains: torch.Tensor, infos: list[dict[str, Any]], scale: float) -> tuple[float, float]:
     """(accuracy, margin) from implicit gains: per pair, or over every liked × disliked combination."""
-    if gains.ndim == 2:
-        diff = gains[:, 0] - gains[:, 1]
+    if gains.ndim == 2:  # pairs or rankings, best first: every implied (better, worse) pair
+        i, j = torch.triu_indices(gains.shape[1], gains.shape[1], offset=1)
+        diff = (gains[:, i] - gains[:, j]).flatten()
         accuracy = float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
         return accuracy, float(scale * diff.mean())
     liked = torch.tensor([float(info.get("label", 0.0)) > 0.5 for info in infos])

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..jobs.runner import JOB_ID, JobStatus
 
-METHOD_TITLES = {"dpo": "DPO", "ipo": "IPO", "dpo_hinge": "DPO (hinge)", "kto": "KTO", "mapo": "MaPO", "orpo": "ORPO", "ddpo": "DDPO"}
+METHOD_TITLES = {"dpo": "DPO", "ipo": "IPO", "dpo_hinge": "DPO (hinge)", "kto": "KTO", "mapo": "MaPO", "orpo": "ORPO", "listwise": "Listwise", "ddpo": "DDPO"}
 METHOD_HINTS = {
     "dpo": "Diffusion-DPO: pairs of images, one preferred (Pick-a-Pic or Rank & Refine pairs).",
     "kto": "Diffusion-KTO: single images marked liked or disliked (or pairs, split).",
@@ -26,6 +26,7 @@ METHOD_HINTS = {
     "dpo_hinge": "DPO with a hinge loss: pairs ranked by a margin of 1 stop contributing.",
     "mapo": "MaPO: pairs like DPO, without a reference model (less memory).",
     "orpo": "ORPO: pairs without a reference model; fits the preferred image plus an odds-ratio term.",
+    "listwise": "Listwise: whole rankings (caption, image_1…image_m best first) or pairs, a Plackett–Luce likelihood over DPO's rewards.",
     "ddpo": "DDPO: reinforcement learning on a reward computed on the model's own samples.",
 }
 STATE_TITLES = {

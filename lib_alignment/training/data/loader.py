@@ -27,7 +27,7 @@ from .images import DEFAULT_MAX_PIXELS, ImageProblem, ImageRef, check_image
 from .report import DatasetValidationError, Problem, SkippedRow, ValidationReport
 from .tables import TableError, open_table
 
-METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo")
+METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "listwise")
 TIE_POLICIES = ("drop", "weight")
 FOLDER_ROW_MEANING = "folder layout: problems name the image or pair folder; there are no row numbers"
 
@@ -269,6 +269,13 @@ def load_preference_data(
         raise ValueError(f"resolution must be a positive multiple of 8, not {resolution}")
     if min_per_class < 0:
         raise ValueError("min_per_class must be >= 0")
+    if method == "listwise":  # a ranking table, or pair data as rankings of two
+        from .rankings import is_ranking_table, load_rankings, pairs_as_rankings
+
+        if is_ranking_table(Path(path).expanduser()):
+            return load_rankings(path, resolution, max_pixels)
+        pairs = load_preference_data(path, "dpo", resolution, skip_bad_rows, min_per_class, tie_policy, max_pixels=max_pixels, progress=progress)
+        return pairs_as_rankings(pairs)  # type: ignore[arg-type]
     source = Path(path).expanduser()
     report = ValidationReport(source=str(source), skip_bad_rows=skip_bad_rows)
     if not source.exists():

@@ -159,3 +159,26 @@ def make_toy_kto(
         return root
     _write_csv(root / "kto.csv", [image_column, "caption", label_column], rows)
     return root / "kto.csv"
+
+
+#: The taste a synthetic ranking follows: warm colours first (red best), dark last.
+RANKING_TASTE: tuple[str, ...] = ("red", "orange", "yellow", "purple", "green", "blue", "white", "black")
+
+
+def make_toy_rankings(folder: str | Path, n: int, m: int = 4, resolution: int = 128, seed: int = 0, taste: tuple[str, ...] = RANKING_TASTE) -> Path:
+    """Write ``n`` rankings of ``m`` images (the same scene in m colours, best first by ``taste``) as rankings.csv."""
+    if not 2 <= m <= len(taste) - 1:
+        raise ValueError(f"m must be between 2 and {len(taste) - 1}")
+    root = Path(folder)
+    rng = random.Random(seed)
+    rows: list[list[object]] = []
+    for i in range(n):
+        base = sample_scene(rng)
+        colours = sorted(rng.sample(list(taste), m), key=taste.index)
+        background = rng.choice([c for c in COLORS if c not in colours])
+        names = [f"images/{i:05d}_{k}.png" for k in range(m)]
+        for colour, name in zip(colours, names):
+            atomic_save_image(render(dataclasses.replace(base, color=colour, background=background), resolution), root / name)
+        rows.append([f"a {base.shape} on a {background} background", *names])
+    _write_csv(root / "rankings.csv", ["caption", *(f"image_{k + 1}" for k in range(m))], rows)
+    return root / "rankings.csv"

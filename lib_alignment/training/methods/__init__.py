@@ -9,10 +9,11 @@ from .ddpo import DDPO, ppo_loss, reinforce_loss
 from .dpo import DPO, dpo_logits
 from .dpo_variants import IPO, HingeDPO
 from .kto import KTO
+from .listwise import Listwise, plackett_luce_nll
 from .mapo import MaPO, mapo_score
 from .orpo import ORPO
 
-METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "ipo": IPO, "dpo_hinge": HingeDPO, "kto": KTO, "mapo": MaPO, "orpo": ORPO, "ddpo": DDPO}
+METHOD_CLASSES: dict[str, type[Method]] = {"dpo": DPO, "ipo": IPO, "dpo_hinge": HingeDPO, "kto": KTO, "mapo": MaPO, "orpo": ORPO, "listwise": Listwise, "ddpo": DDPO}
 
 
 def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
@@ -32,7 +33,7 @@ def build_method(config: Any, num_train_timesteps: int = 1000) -> Method:
             guidance_scale=config.sample_cfg_scale,
         )
     beta = config.effective_beta
-    if config.method in ("dpo", "ipo", "dpo_hinge"):
+    if config.method in ("dpo", "ipo", "dpo_hinge", "listwise"):
         return METHOD_CLASSES[config.method](beta)
     if config.method == "orpo":
         return ORPO(beta, num_train_timesteps=num_train_timesteps)
@@ -56,6 +57,7 @@ __all__ = [
     "ORPO",
     "HingeDPO",
     "KTO",
+    "Listwise",
     "METHOD_CLASSES",
     "Errors",
     "MaPO",
@@ -65,6 +67,7 @@ __all__ = [
     "denoising_errors",
     "dpo_logits",
     "mapo_score",
+    "plackett_luce_nll",
     "ppo_loss",
     "reinforce_loss",
     "weighted_mean",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,10 +79,13 @@ class CheckpointInfo:
 
 
 def loaded_checkpoint() -> CheckpointInfo | None:
+    """The checkpoint the WebUI has loaded; in Forge before its first generation, the one it has selected."""
     from modules import shared
 
     model = getattr(shared, "sd_model", None)
     info = getattr(model, "sd_checkpoint_info", None)
+    if info is None and is_forge():
+        info = _forge_selected_checkpoint()
     filename = getattr(info, "filename", None)
     if not filename:
         return None
@@ -90,14 +94,118 @@ def loaded_checkpoint() -> CheckpointInfo | None:
     return CheckpointInfo(path=path, title=str(getattr(info, "title", path.name)), yaml=yaml if yaml.is_file() else None)
 
 
-def webui_tokenizer() -> Any | None:
-    """The CLIP tokenizer of the loaded SD1/SD2 model, handed to our loaders so nothing is fetched."""
+def _forge_selected_checkpoint() -> Any | None:
+    """Forge loads lazily: its loading parameters (else the checkpoint option) name what it will load."""
+    from modules import sd_models, shared
+
+    parameters = getattr(getattr(sd_models, "model_data", None), "forge_loading_parameters", None) or {}
+    if parameters.get("checkpoint_info") is not None:
+        return parameters["checkpoint_info"]
+    title = getattr(getattr(shared, "opts", None), "sd_model_checkpoint", None)
+    if not title:
+        return None
+    found = getattr(sd_models, "checkpoints_list", {}).get(title)
+    if found is None and hasattr(sd_models, "get_closet_checkpoint_match"):
+        found = sd_models.get_closet_checkpoint_match(title)
+    return found
+
+
+def _forge_loaded_model() -> Any | None:
+    """Forge's loaded diffusion engine, or None (before the first generation it is a FakeInitialModel)."""
     from modules import shared
 
     model = getattr(shared, "sd_model", None)
+    return model if getattr(model, "forge_objects", None) is not None else None
+
+
+#: Forge's tokenizer slots (`forge_objects.clip.tokenizer.<name>`) in diffusers' order: tokenizer, tokenizer_2.
+FORGE_TOKENIZER_SLOTS = ("clip_l", "clip_h", "clip_g")
+#: The folder under Forge's backend/huggingface that holds each family's configs and tokenizers.
+FORGE_FAMILY_REPOS = {
+    "sd1": "runwayml/stable-diffusion-v1-5",
+    "sd2": "stabilityai/stable-diffusion-2-1",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+
+
+def webui_tokenizers() -> list[Any]:
+    """The loaded model's CLIP tokenizers in diffusers' slot order (SDXL: two); empty when none is loaded.
+
+    A1111 keeps SD1/SD2's on `cond_stage_model.wrapped`; Forge keeps them on its CLIP patcher."""
+    from modules import shared
+
+    model = getattr(shared, "sd_model", None)
+    forge_objects = getattr(model, "forge_objects", None)
+    if forge_objects is not None:
+        holder = getattr(getattr(forge_objects, "clip", None), "tokenizer", None)
+        found = [getattr(holder, slot, None) for slot in FORGE_TOKENIZER_SLOTS]
+        return [tokenizer for tokenizer in found if tokenizer is not None]
     cond = getattr(model, "cond_stage_model", None)
     wrapped = getattr(cond, "wrapped", cond)
-    return getattr(wrapped, "tokenizer", None)
+    tokenizer = getattr(wrapped, "tokenizer", None)
+    return [tokenizer] if tokenizer is not None else []
+
+
+def webui_tokenizer() -> Any | None:
+    """The (first) CLIP tokenizer of the loaded model, handed to our loaders so nothing is fetched."""
+    tokenizers = webui_tokenizers()
+    return tokenizers[0] if tokenizers else None
+
+
+def checkpoint_family() -> str | None:
+    """"sd1", "sd2" or "sdxl" for the loaded (Forge: or selected) checkpoint; None when unknown."""
+    from modules import shared
+
+    model = getattr(shared, "sd_model", None)
+    for flag, family in (("is_sdxl", "sdxl"), ("is_sd2", "sd2"), ("is_sd1", "sd1")):
+        if getattr(model, flag, False):
+            return family
+    checkpoint = loaded_checkpoint()
+    if checkpoint is None:
+        return None
+    try:
+        from .models.architecture import detect_architecture
+        from .models.checkpoint_io import read_summary
+
+        return detect_architecture(read_summary(checkpoint.path)).family
+    except (OSError, ValueError):
+        return None
+
+
+def forge_vae_file() -> Path | None:
+    """The VAE file Forge loads with the checkpoint (one of its "VAE / Text Encoder" modules), or None.
+
+    Forge keeps the chosen files in its loading parameters' `additional_modules` (and the option
+    `forge_additional_modules`); a VAE is one that lives in models/VAE or `--vae-dir`."""
+    from modules import paths, shared, sd_models
+
+    parameters = getattr(getattr(sd_models, "model_data", None), "forge_loading_parameters", None) or {}
+    chosen = parameters.get("additional_modules")
+    if chosen is None:
+        chosen = getattr(getattr(shared, "opts", None), "forge_additional_modules", None) or []
+    folders = [Path(paths.models_path) / "VAE"]
+    vae_dir = getattr(shared.cmd_opts, "vae_dir", None)
+    if isinstance(vae_dir, str) and vae_dir:
+        folders.append(Path(vae_dir))
+    roots = [folder.resolve() for folder in folders]
+    for name in chosen:
+        path = Path(name).resolve()
+        if path.is_file() and any(root in path.parents for root in roots):
+            return path
+    return None
+
+
+def forge_tokenizer_folders() -> list[Path]:
+    """Forge's own tokenizer folders for the checkpoint's family (backend/huggingface/<repo>/tokenizer[_2])."""
+    from modules import paths
+
+    loaded = _forge_loaded_model()
+    repo = getattr(getattr(loaded, "model_config", None), "huggingface_repo", None)
+    repo = repo or FORGE_FAMILY_REPOS.get(checkpoint_family() or "")
+    if not repo:
+        return []
+    root = Path(paths.script_path) / "backend" / "huggingface" / repo
+    return [folder for folder in (root / "tokenizer", root / "tokenizer_2") if (folder / "vocab.json").is_file()]
 
 
 def torch_device() -> Any:
@@ -322,6 +430,8 @@ def txt2img_with_initial_noise(
             start = self.iteration * self.batch_size
             noise = initial_noise[start : start + self.batch_size].to(device=shared.device, dtype=torch.float32)
             self.rng = _GivenFirstNoise(noise, self.rng)
+            # Forge's own sample() draws x = self.rng.next() (ours) and then copies
+            # forge_objects_after_applying_lora (the prompt's LoRAs) into forge_objects: calling it keeps both.
             samples = super().sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
             captured.append(samples.detach().float().cpu())
             return samples
@@ -363,7 +473,33 @@ def native_size() -> int:
     if getattr(model, "is_sdxl", False):
         return 1024
     latent_size = getattr(model, "image_size", None)
-    return int(latent_size) * 8 if latent_size else 512
+    if latent_size:
+        return int(latent_size) * 8
+    if is_forge():  # Forge's engines carry no image_size; before the first generation nothing is loaded
+        return _forge_native_size()
+    return 512
+
+
+def _forge_native_size() -> int:
+    """SDXL 1024, SD2 v-prediction 768, otherwise 512 (Forge: from the loaded engine, else the selected file)."""
+    family = checkpoint_family()
+    if family == "sdxl":
+        return 1024
+    if family != "sd2":
+        return 512
+    loaded = _forge_loaded_model()
+    if loaded is not None:
+        predictor = getattr(getattr(loaded.forge_objects.unet, "model", None), "predictor", None)
+        prediction = getattr(predictor, "prediction_type", None)
+    else:
+        checkpoint = loaded_checkpoint()
+        prediction = None
+        if checkpoint is not None:
+            from .models.architecture import detect_architecture
+            from .models.checkpoint_io import read_summary
+
+            prediction = detect_architecture(read_summary(checkpoint.path)).prediction_type
+    return 768 if prediction == "v_prediction" else 512
 
 
 def sampler_names() -> list[str]:
@@ -389,6 +525,10 @@ def python_executable() -> str:
 
 def model_on_gpu() -> bool:
     """Whether the WebUI's model currently sits on a CUDA device (and so holds GPU memory)."""
+    if is_forge():  # Forge moves its ModelPatchers on demand and lists what sits on a device
+        from backend import memory_management
+
+        return any(getattr(entry.device, "type", None) == "cuda" for entry in memory_management.current_loaded_models)
     from modules import shared
 
     model = getattr(shared, "sd_model", None)
@@ -401,7 +541,16 @@ def model_on_gpu() -> bool:
 
 
 def unload_model() -> None:
-    """Move the WebUI's model off the GPU, as /sdapi/v1/unload-checkpoint does (A1111 and Forge)."""
+    """Move the WebUI's model off the GPU, as /sdapi/v1/unload-checkpoint does.
+
+    Forge: its memory management unloads every model from the device and empties the CUDA cache."""
+    if is_forge():
+        from backend import memory_management
+
+        with queue_lock():
+            memory_management.unload_all_models()
+            memory_management.soft_empty_cache(force=True)
+        return
     from modules import sd_models
 
     with queue_lock():
@@ -409,7 +558,21 @@ def unload_model() -> None:
 
 
 def reload_model() -> None:
-    """Put the WebUI's model back on its device, as /sdapi/v1/reload-checkpoint does."""
+    """Put the WebUI's model back on its device, as /sdapi/v1/reload-checkpoint does in A1111.
+
+    Forge's reload-checkpoint is a no-op stub (its samplers load what they need); here its memory
+    management loads the UNet, CLIP and VAE patchers back. A model not loaded yet stays for Forge to load."""
+    if is_forge():
+        loaded = _forge_loaded_model()
+        if loaded is None:
+            return
+        from backend import memory_management
+
+        parts = loaded.forge_objects
+        patchers = [parts.unet, getattr(parts.clip, "patcher", None), getattr(parts.vae, "patcher", None)]
+        with queue_lock():
+            memory_management.load_models_gpu([p for p in patchers if p is not None])
+        return
     from modules import sd_models, shared
 
     with queue_lock():
@@ -418,10 +581,23 @@ def reload_model() -> None:
 
 
 def save_tokenizer(folder: Path) -> Path | None:
-    """Write the loaded model's CLIP tokenizer to `folder` (for a trainer started without a local one)."""
-    tokenizer = webui_tokenizer()
-    if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
+    """Write the WebUI's CLIP tokenizer(s) to `folder` (for a trainer started without a local one).
+
+    The first goes into `folder`, an SDXL model's second into `folder/tokenizer_2`. The loaded
+    model's objects come first; Forge before its first generation gives its own files for the family."""
+    targets = (folder, folder / "tokenizer_2")
+    tokenizers = [t for t in webui_tokenizers() if hasattr(t, "save_pretrained")]
+    if tokenizers:
+        for tokenizer, target in zip(tokenizers, targets):
+            target.mkdir(parents=True, exist_ok=True)
+            tokenizer.save_pretrained(str(target))
+        return folder
+    if not is_forge():
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(folder))
+    sources = forge_tokenizer_folders()
+    if not sources:
+        return None
+    for source, target in zip(sources, targets):
+        shutil.copytree(source, target, dirs_exist_ok=True)
     return folder
+

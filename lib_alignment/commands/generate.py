@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_pipeline
     from ..paths import atomic_save_image
 
-    pipe = load_pipeline(args.model, device=args.device, tokenizer=args.tokenizer)
+    pipe = load_pipeline(args.model, device=args.device, tokenizer=args.tokenizer, vae=args.vae)
     extra = {}
     if args.lora is not None:
         from ..lora_apply import apply_kohya_lora

@@ -18,6 +18,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="DDIM")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tokenizer", type=Path, default=None, help="a local CLIP tokenizer folder, for single-file checkpoints")
+    parser.add_argument("--vae", type=Path, default=None, help="a VAE file (.safetensors/.pt/.ckpt, as in the WebUI's models/VAE) replacing the model's; needed for checkpoints without VAE weights")
 
 
 def model_name(source: str) -> str:
@@ -31,7 +32,7 @@ def load_backend(args: argparse.Namespace, pipe: Any = None) -> Any:
     from ..models import load_pipeline
 
     if pipe is None:
-        pipe = load_pipeline(args.model, device=args.device, tokenizer=args.tokenizer)
+        pipe = load_pipeline(args.model, device=args.device, tokenizer=args.tokenizer, vae=getattr(args, "vae", None))
     return DiffusersBackend(pipe, model_name=model_name(args.model))
 
 

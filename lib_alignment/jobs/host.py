@@ -27,6 +27,7 @@ class JobHost:
     unload_model / reload_model: free the GPU from the host's own model while training, and take it back.
     model_on_gpu: whether the host's model currently holds GPU memory (for the memory warning).
     save_tokenizer: write the host's loaded tokenizer to a folder, for checkpoints without one nearby.
+    vae_file: the VAE file the host selected to replace the checkpoint's VAE, or None (its own VAE).
     """
 
     name: str
@@ -41,6 +42,7 @@ class JobHost:
     reload_model: Callable[[], None] | None = None
     model_on_gpu: Callable[[], bool] = _false
     save_tokenizer: Callable[[Path], Path | None] | None = None
+    vae_file: Callable[[], Path | None] | None = None
 
     @property
     def in_webui(self) -> bool:
@@ -64,6 +66,7 @@ def host_for(ctx: Any) -> JobHost:
             reload_model=webui.reload_model,
             model_on_gpu=webui.model_on_gpu,
             save_tokenizer=webui.save_tokenizer,
+            vae_file=webui.webui_vae_file,
         )
 
     def standalone_model_on_gpu() -> bool:

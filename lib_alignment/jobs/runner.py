@@ -129,6 +129,16 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def last_error_line(text: str) -> str:
+    """The line of a log that names the cause: the last `SomeError: message` line (a traceback's last line), else
+    the last non-empty line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?", line) and not line.startswith("Traceback"):
+            return line[:500]
+    return lines[-1][:500] if lines else ""
+
+
 def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
     """The last lines of a log file (carriage-return progress redraws collapsed)."""
     try:
@@ -264,8 +274,8 @@ class JobRunner:
                 status.message = f"stopped by force (exit code {code}) before the trainer could save; resume continues from its last checkpoint, if any"
             else:
                 status.state = "error"
-                tail = log_tail(self.folder(job_id) / "train.log", lines=12).strip()
-                status.message = f"the trainer exited with code {code}" + (f":\n{tail}" if tail else "")
+                cause = last_error_line(log_tail(self.folder(job_id) / "train.log", lines=40))
+                status.message = f"the trainer exited with code {code}" + (f": {cause}" if cause else "") + " (full traceback in train.log)"
             if not alive:
                 status.ended = float(ending.get("time")) if ending else last.get("ended")
         elif record.get("launch_error"):
@@ -422,6 +432,7 @@ class JobRunner:
                 if data_path is not None:
                     options["data"] = str(data_path)
                 self._hand_over_tokenizer(options, staging, folder)
+                self._hand_over_vae(options)
                 config = build_config(options)
                 if request.method in data_methods() and data_path is not None:
                     report = self.reports.validate(
@@ -479,6 +490,19 @@ class JobRunner:
             saved = None
         if saved is not None:
             options["tokenizer"] = str(folder / "tokenizer")
+
+    def _hand_over_vae(self, options: dict[str, Any]) -> None:
+        """The VAE file selected in the WebUI, which replaces the checkpoint's own there (and is needed without one)."""
+        from .request import config_fields
+
+        if "vae" not in config_fields() or options.get("vae") or self.host.vae_file is None:
+            return
+        try:
+            selected = self.host.vae_file()
+        except Exception:  # noqa: BLE001 - the trainer then uses the checkpoint's VAE
+            selected = None
+        if selected is not None:
+            options["vae"] = str(selected)
 
     @staticmethod
     def _staged(path: Path, staging: Path, folder: Path) -> Path:

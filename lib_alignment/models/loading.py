@@ -23,6 +23,8 @@ class PipelineOptions:
     single-file checkpoints whose tokenizer cannot be found locally otherwise.
     config: a local diffusers config folder overriding the one chosen for a
     single-file checkpoint. seed: for "tiny-random".
+    vae: a VAE file in LDM layout (.safetensors/.pt/.ckpt, as in the WebUI's
+    models/VAE) replacing the model's VAE; needed for checkpoints without one.
     """
 
     device: str | None = "auto"
@@ -32,6 +34,7 @@ class PipelineOptions:
     tokenizer: Any = None
     config: str | Path | None = None
     seed: int = 0
+    vae: str | Path | None = None
 
 
 def load_pipeline(source: str | Path, **options: Any) -> Any:
@@ -40,8 +43,21 @@ def load_pipeline(source: str | Path, **options: Any) -> Any:
     Keyword options are the fields of `PipelineOptions`.
     """
     opts = PipelineOptions(**options)
+    if opts.vae:
+        from .vae_file import check_vae_path
+
+        check_vae_path(opts.vae)  # a wrong path fails before any model is loaded
     pipe = _load_on_cpu(source, opts)
+    if opts.vae and not _is_single_file(source):
+        from .vae_file import load_vae_file
+
+        pipe.register_modules(vae=load_vae_file(opts.vae, pipe.vae.config).to(device=pipe.device, dtype=pipe.dtype))
     return place_pipeline(pipe, opts)
+
+
+def _is_single_file(source: str | Path) -> bool:
+    path = Path(source).expanduser()
+    return path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES
 
 
 def _load_on_cpu(source: str | Path, opts: PipelineOptions) -> Any:
@@ -61,7 +77,7 @@ def _load_on_cpu(source: str | Path, opts: PipelineOptions) -> Any:
             raise ValueError(f"{path}: unsupported checkpoint type {path.suffix!r}; expected one of {SINGLE_FILE_SUFFIXES}")
         from .single_file import load_single_file
 
-        return load_single_file(path, config=opts.config, tokenizer=opts.tokenizer)
+        return load_single_file(path, config=opts.config, tokenizer=opts.tokenizer, vae=opts.vae or None)
     raise FileNotFoundError(
         f"model source {str(source)!r} is neither {' nor '.join(map(repr, BUILTIN_SOURCES))}, "
         "nor an existing diffusers folder or .safetensors/.ckpt file"

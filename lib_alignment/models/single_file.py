@@ -11,6 +11,11 @@ one it would guess a hub repo and download from it.
 `.ckpt` files: our own reads use `torch.load(weights_only=True)`, and diffusers
 0.30.3, 0.31.0 and 0.42 load them through `load_state_dict`, which passes
 weights_only=True whenever torch ≥ 1.13 (tests/test_single_file.py checks it).
+
+After loading, `repair.repair_pipeline` casts fp16/bf16 files to float32 and
+resets the CLIP `position_ids` that community files store as floats. A file
+without VAE weights needs `vae=` (a WebUI VAE file); `vae=` always replaces the
+checkpoint's own VAE, as selecting a VAE in the WebUI does.
 """
 
 from __future__ import annotations
@@ -22,20 +27,31 @@ from typing import Any
 from .architecture import Architecture, detect_architecture, predicts_v, switch_to_v_prediction
 from .checkpoint_io import read_summary
 from .ldm_config import LdmYaml, derive_config_folder
+from .repair import repair_pipeline
 from .tokenizers import resolve_tokenizers
+from .vae_file import check_vae_path, has_vae_weights, load_vae_file
 
 
-def load_single_file(path: str | Path, config: str | Path | None = None, tokenizer: Any = None) -> Any:
+def load_single_file(
+    path: str | Path, config: str | Path | None = None, tokenizer: Any = None, vae: str | Path | None = None
+) -> Any:
     """A StableDiffusionPipeline / StableDiffusionXLPipeline on the CPU in float32 from one checkpoint file.
 
     config: a local diffusers config folder to use instead of the derived/shipped one.
     tokenizer: a folder with vocab.json/merges.txt, or a tokenizer object (first slot).
+    vae: a VAE file in LDM layout (.safetensors/.pt/.ckpt) used instead of the checkpoint's VAE.
     """
     path = Path(path).expanduser()
     summary = read_summary(path)
     yaml_path = path.with_suffix(".yaml")
     ldm = LdmYaml(yaml_path) if config is None and yaml_path.is_file() else None
     arch = detect_architecture(summary, ldm.parameterization() if ldm else None)
+    vae_path = check_vae_path(vae) if vae else None
+    if vae_path is None and not has_vae_weights(summary.shapes):
+        raise ValueError(
+            f"{path}: the checkpoint holds no VAE weights (first_stage_model.*); pass --vae FILE "
+            "(a VAE .safetensors/.pt/.ckpt as in the WebUI's models/VAE), or select a VAE in the WebUI's settings (SD VAE)"
+        )
     with tempfile.TemporaryDirectory(prefix="lib-alignment-config-") as tmp:
         if config is not None:
             config_dir = Path(config).expanduser()
@@ -46,14 +62,24 @@ def load_single_file(path: str | Path, config: str | Path | None = None, tokeniz
         else:
             config_dir = arch.config_dir
         tokenizers = resolve_tokenizers(config_dir, arch.tokenizer_slots, tokenizer, path)
-        pipe = _from_single_file(arch, path, config_dir, tokenizers)
+        components = dict(tokenizers)
+        if vae_path is not None:
+            components["vae"] = load_vae_file(vae_path, _read_json(config_dir / "vae" / "config.json"))
+        pipe = _from_single_file(arch, path, config_dir, components)
     _check_all_weights_loaded(pipe, path)
+    repair_pipeline(pipe)
     if arch.family == "sd2" and arch.prediction_type is None and config is None and predicts_v(pipe.unet):
         switch_to_v_prediction(pipe)
     return pipe
 
 
-def _from_single_file(arch: Architecture, path: Path, config_dir: Path, tokenizers: dict[str, Any]) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _from_single_file(arch: Architecture, path: Path, config_dir: Path, components: dict[str, Any]) -> Any:
     import diffusers
 
     pipeline_class = getattr(diffusers, arch.pipeline_class_name)
@@ -62,7 +88,7 @@ def _from_single_file(arch: Architecture, path: Path, config_dir: Path, tokenize
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
         pipe = pipeline_class.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, **tokenizers, **extra
+            str(path), config=str(config_dir), local_files_only=True, **components, **extra
         )
     except Exception as error:  # diffusers raises assorted types (SingleFileComponentError, ValueError, RuntimeError…)
         raise ValueError(

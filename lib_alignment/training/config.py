@@ -54,6 +54,7 @@ class TrainConfig:
     tokenizer: str = field(default="", metadata=_opt("Tokenizer folder for a single-file checkpoint with none beside it (the WebUI tab hands over the loaded model's); empty = look beside the checkpoint, then in the local Hugging Face cache.", group="run"))
     data: str = field(default="", metadata=_opt("Preference data: a CSV/JSONL file or folder that lib_alignment.training.data reads (not used by DDPO).", group="run"))
     output_dir: str = field(default="", metadata=_opt("Folder for NAME.safetensors and its sidecars (e.g. the WebUI's models/Lora).", group="run"))
+    vae: str = field(default="", metadata=_opt("VAE file (.safetensors/.pt/.ckpt in LDM layout, as in the WebUI's models/VAE) replacing the model's VAE; needed for checkpoints without VAE weights (the WebUI tab hands over the VAE selected there); empty = the checkpoint's own.", group="run"))
     name: str = field(default="", metadata=_opt("Output name (file stem and ss_output_name).", group="run"))
     run_dir: str = field(default="", metadata=_opt("Folder for checkpoints, logs, samples and events; default OUTPUT_DIR/NAME-training.", group="run"))
     resume: str = field(default="", metadata=_opt("Continue from a checkpoint folder, or from the latest checkpoint in a run folder.", group="run"))
@@ -228,6 +229,13 @@ class TrainConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 bad(name, "must be ≥ 1")
+        if self.vae and require_paths:
+            from ..models.vae_file import check_vae_path
+
+            try:
+                check_vae_path(self.vae)
+            except (ValueError, FileNotFoundError) as error:
+                problems.append(f"vae: {error}")
         if not 0.0 <= self.validation_split < 0.5:
             bad("validation_split", "must be in [0, 0.5)")
         if self.validation_draws < 1:

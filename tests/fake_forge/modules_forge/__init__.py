@@ -1,0 +1,1 @@
+"""Marker package: Forge ships `modules_forge` next to `modules`."""

@@ -601,3 +601,24 @@ def save_tokenizer(folder: Path) -> Path | None:
         shutil.copytree(source, target, dirs_exist_ok=True)
     return folder
 
+
+def webui_vae_file() -> Path | None:
+    """The VAE file the WebUI loaded over the checkpoint's own (`modules.sd_vae.loaded_vae_file`), or None.
+
+    None means the checkpoint's own VAE is in use (A1111 sets loaded_vae_file only for a separate VAE file).
+    Forge chooses VAEs among its additional modules: `forge_vae_file`.
+    """
+    if is_forge():
+        try:
+            return forge_vae_file()
+        except (ImportError, AttributeError):
+            return None
+    try:
+        from modules import sd_vae
+    except ImportError:
+        return None
+    filename = getattr(sd_vae, "loaded_vae_file", None)
+    if not filename:
+        return None
+    path = Path(filename)
+    return path if path.is_file() else None

@@ -148,3 +148,22 @@ def test_beta_guidance_from_the_first_steps_margins(margin, words):
     mapo = HealthMonitor("mapo", total=200)
     _feed(mapo, [{"reward_accuracy": 0.6, "reward_margin": margin}] * 20)
     assert mapo.verdict().guidance == ""
+
+
+def test_a_verdict_changes_only_after_the_new_state_holds_and_saturated_gradients_are_no_spikes():
+    monitor = HealthMonitor("dpo", total=100)
+    healthy = {"reward_accuracy": 0.8, "reward_margin": 2.0, "reward_margin_std": 1.0, "drift": 0.05}
+    _feed(monitor, [healthy] * 25)
+    assert monitor.verdict().state == "learning"
+    drifting = {**healthy, "drift": 10.0}  # the window mean passes the limit at once
+    states = []
+    for step in range(26, 30):
+        monitor.observe_step(step, {"loss": 0.1, "grad_norm": 0.5, **drifting})
+        states.append(monitor.verdict().state)
+    assert states == ["learning", "learning", "over_optimising", "over_optimising"]
+    # gradients that shrink as the loss saturates, then return to their early size: not a spike
+    saturated = HealthMonitor("dpo", total=100)
+    rows = [{**healthy, "grad_norm": 1.0}] * 10 + [{**healthy, "grad_norm": 0.01}] * 6 + [{**healthy, "grad_norm": 1.2}] * 2
+    for step, row in enumerate(rows, start=1):
+        saturated.observe_step(step, {"loss": 0.3, **row})
+    assert saturated.verdict().state != "unstable"

@@ -84,6 +84,8 @@ class Thresholds:
     #: a loss (or gradient norm) over `spike_factor` × the recent median, `spikes` times in the window
     spike_factor: float = 4.0
     spikes: int = 2
+    #: a new verdict replaces the current one only after holding this many consecutive checks (non-finite: at once)
+    confirm: int = 3
     #: DDPO: share of clipped ratios that says the updates are too large, KL to base that says "far"
     clipfrac_limit: float = 0.5
     kl_limit: float = 5.0
@@ -118,6 +120,9 @@ class HealthMonitor:
         self.non_finite: str | None = None
         self.step = 0
         self.guidance = ""
+        self._current: Verdict | None = None
+        self._candidate: str | None = None
+        self._candidate_count = 0
         #: steps after which the margins say whether β suits this model and data
         self.guidance_step = max(10, min(50, self.total // 20))
 
@@ -146,22 +151,38 @@ class HealthMonitor:
         return [v for row in self.rows if (v := row.get(key)) is not None]
 
     def _spikes(self, key: str) -> tuple[int, float, float]:
-        """(spikes in the window, largest value, median) of a positive series."""
+        """(spikes in the window, largest value, median) of a positive series.
+
+        A spike is a value over `spike_factor` × the larger of the recent median and the
+        median of the run's first steps: once the loss saturates its gradients shrink,
+        and an ordinary step must not then look like a spike.
+        """
         values = self._recent(key)
         if len(values) < 5:
             return 0, float("nan"), float("nan")
         median = statistics.median(values)
-        floor = 0.05 if key == "loss" else 1e-8
+        early = [v for row in self.first_rows if (v := row.get(key)) is not None]
+        floor = max(0.05 if key == "loss" else 1e-8, statistics.median(early) if early else 0.0)
         count = sum(1 for v in values if v > self.limits.spike_factor * max(median, floor))
         return count, max(values), median
 
     # ------------------------------------------------------------------ verdict
     def verdict(self) -> Verdict:
-        if self.method == "ddpo":
-            return self._ddpo_verdict()
-        verdict = self._preference_verdict()
-        verdict.guidance = self.beta_guidance()
-        return verdict
+        """The current verdict: a changed state is taken once it held `confirm` checks in a row, so it does not flap."""
+        raw = self._ddpo_verdict() if self.method == "ddpo" else self._preference_verdict()
+        if self.method != "ddpo":
+            raw.guidance = self.beta_guidance()
+        current = self._current
+        if current is None or current.state == "early" or raw.state == current.state or self.non_finite:
+            self._current, self._candidate, self._candidate_count = raw, None, 0
+            return raw
+        self._candidate_count = self._candidate_count + 1 if raw.state == self._candidate else 1
+        self._candidate = raw.state
+        if self._candidate_count >= self.limits.confirm:
+            self._current, self._candidate, self._candidate_count = raw, None, 0
+            return raw
+        # keep the standing verdict, with today's numbers where they are the same kind of verdict
+        return Verdict(current.state, self.step, current.reason, current.advice, current.numbers, raw.guidance)
 
     def beta_guidance(self) -> str:
         """Once `guidance_step` steps are logged: is β in a sensible range for this model and data (methods where β scales the margin)?"""

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "refine",
     "export_tiny",
     "train",
+    "evaluate",
 )
 
 
@@ -48,6 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # bad input, a path that cannot be read or written: one line, no traceback
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one line: its message, or for OSErrors without one the path and the reason."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split("\n")) if len(text) < 2000 else text[:2000] + " …"

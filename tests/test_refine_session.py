@@ -331,3 +331,21 @@ def test_refine_command_raises_brightness(model: str, tmp_path: Path) -> None:
     assert sheet.height == 5 * (128 + 8)
     assert "Refine rounds: 4" in Image.open(out / "final.png").info["parameters"]
     assert (out / "final.safetensors").is_file() and (out / "preferences" / "pairs.csv").is_file()
+
+
+def test_round_numbers_do_not_skip_after_undo_and_reset_counts_what_export_counts(tmp_path: Path) -> None:
+    from lib_alignment.ui.refine_view import round_board
+
+    session = RefineSession.create(tmp_path / "s", LinearBackend(), SETTINGS, seed=3, m=4)
+    current = session.start()
+    for _ in range(4):
+        current = session.rank(_oracle_order(current.images))
+    session.undo()
+    current = session.rank(_oracle_order(session.current_round.images))
+    numbers = [session.round_number(i) for i in session.round_ids]
+    assert numbers == [1, 2, 3, 4, 5] and "Round 5</span>" in round_board("x" * 32, session, current)
+    session.reset()  # the pending round 5 is left unranked
+    board = round_board("x" * 32, session, session.current_round)
+    exported = export_preferences([session], tmp_path / "prefs")
+    assert session.rounds_ranked == exported.rounds == 4
+    assert "4 ranked" in board and "Round 6</span>" in board

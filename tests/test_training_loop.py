@@ -241,7 +241,8 @@ def test_command_line_end_to_end_with_toml_and_json_events(tmp_path: Path, pair_
     events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events if e["event"] in ("start", "step", "done")] == ["start", "step", "step", "done"]
     assert {"step", "total", "loss", "lr", "elapsed", "eta", "reward_accuracy", "reward_margin"} <= set([e for e in events if e["event"] == "step"][-1])
-    assert sorted(p.name for p in out.iterdir()) == ["cli-lora-training", "cli-lora.json", "cli-lora.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["cli-lora.json", "cli-lora.safetensors"]  # only LoRAs there
+    assert (out.parent / "alignment-runs" / "cli-lora" / "events.jsonl").is_file()
     with safe_open(str(out / "cli-lora.safetensors"), framework="pt") as handle:
         meta = handle.metadata()
         alphas = {float(handle.get_tensor(k)) for k in handle.keys() if k.endswith(".alpha")}  # noqa: SIM118 (safe_open is not iterable)

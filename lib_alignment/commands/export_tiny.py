@@ -34,11 +34,13 @@ def validate_name(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .checks import output_folder
+
+    name = validate_name(args.name)
+    args.dir = output_folder(args.dir, "DIR")  # before anything loads
     from ..models import load_pipeline
     from ..models.ldm_export import export_ldm_checkpoint
     from ..models.tiny import TINY_DIR, tiny_is_shipped
-
-    name = validate_name(args.name)
     if args.source == "tiny" and not tiny_is_shipped():
         raise FileNotFoundError(
             f"the trained tiny model is not shipped yet (nothing at {TINY_DIR}); "

@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import checks
+
+    checks.generation_options(args)  # all before the model loads
+    out = checks.output_file(args.out, "--out")
+    if args.lora is not None:
+        checks.lora_file(args.lora)
     from ..generation import noise_from_seed
     from ..infotext import format_infotext, png_info
     from ..models import load_pipeline
@@ -36,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     latents = noise_from_seed(args.seed, (1, *backend.latent_shape(settings.width, settings.height)))
     image = backend.generate(settings, latents).images[0]
     infotext = format_infotext(settings, args.seed, model_name(args.model), extra)
-    atomic_save_image(image, args.out, pnginfo=png_info(infotext))
-    print(f"wrote {args.out}")
+    atomic_save_image(image, out, pnginfo=png_info(infotext))
+    print(f"wrote {out}")
     return 0

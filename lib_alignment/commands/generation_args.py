@@ -15,7 +15,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", "--cfg-scale", dest="cfg_scale", type=float, default=7.0)
     parser.add_argument("--size", type=int, default=None, help="width and height in pixels (default: the model's)")
-    parser.add_argument("--sampler", default="DDIM")
+    parser.add_argument("--sampler", default="DPM++ 2M", help="DDIM, Euler, DPM++ 2M, UniPC, Heun or Euler a (default: DPM++ 2M, as in Rank & Refine)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tokenizer", type=Path, default=None, help="a local CLIP tokenizer folder, for single-file checkpoints")
     parser.add_argument("--vae", type=Path, default=None, help="a VAE file (.safetensors/.pt/.ckpt, as in the WebUI's models/VAE) replacing the model's; needed for checkpoints without VAE weights")

@@ -48,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from ..oracles import make_oracle, order_from_scores
     from ..refine import RefineParams, RefineSession, contact_sheet, export_preferences
 
+    from . import checks
+
     if args.rounds < 0:
-        raise ValueError(f"--rounds must be ≥ 0 (got {args.rounds})")
+        raise ValueError(f"--rounds must be at least 0 (got {args.rounds})")
+    checks.generation_options(args)
+    check_refine_options(args)
     oracle = make_oracle(args.oracle)  # fail on a bad spec before loading the model
     backend = load_backend(args)
     out: Path = args.out
@@ -109,6 +113,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"{oracle.name}: current image {first:.6g} → {final_score:.6g} after {len(log)} rounds")
     print(f"wrote {exported.image_path}, {exported.latent_path}, {out / 'contact_sheet.png'}, {prefs.pairs_csv} ({prefs.pairs} pairs)")
     return 0
+
+
+def check_refine_options(args: argparse.Namespace) -> None:
+    """--out, --resume and the optimiser's numbers, before the model loads."""
+    from ..ui.refine_sessions import LIMITS
+    from .checks import output_folder
+
+    out = output_folder(args.out, "--out")
+    has_session = (out / "session" / "session.json").is_file()
+    if args.resume and not has_session:
+        raise ValueError(f"--resume: {out} holds no refine session to continue (no session/session.json)")
+    if not args.resume and has_session:
+        raise ValueError(f"--out {out} already holds a refine session; add --resume to continue it, or choose another folder")
+    problems = []
+    for flag, value, (low, high) in (("--m", args.m, LIMITS["m"]), ("--mu", args.mu, LIMITS["mu"]), ("--lr", args.lr, LIMITS["lr"])):
+        if not low <= value <= high:
+            problems.append(f"{flag} must be in {low:g}..{high:g} (got {value:g})")
+    if args.k is not None and not 1 <= args.k <= args.m:
+        problems.append(f"--k must be in 1..--m ({args.m}) (got {args.k})")
+    if args.max_batch is not None and args.max_batch < 1:
+        problems.append(f"--max-batch must be at least 1 (got {args.max_batch})")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _write_scores(out: Path, log: list[dict[str, Any]], final_score: float, rendered_score: float, oracle_name: str) -> None:

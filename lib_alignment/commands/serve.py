@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .checks import model_source, output_folder
+
+    model_source(args.model)  # the model itself loads on first use: say now that it is missing
+    output_folder(args.output_dir, "--output-dir")
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535 (got {args.port})")
     from ..ui.app import serve, standalone_context
 
     ctx = standalone_context(model=args.model, output_dir=args.output_dir, device=args.device, tokenizer=args.tokenizer)

@@ -5,7 +5,8 @@ Every option of lib_alignment.training.TrainConfig is a flag (--max-train-steps,
 Precedence: defaults < the checkpoint's options (with --resume) < TOML < flags.
 Writes OUTPUT_DIR/NAME.safetensors (kohya format), NAME.json and
 NAME.preview.png; checkpoints, metrics.csv, samples and events.jsonl go to the
-run folder (default OUTPUT_DIR/NAME-training). Ctrl-C, SIGTERM or creating
+run folder (default alignment-runs/NAME beside OUTPUT_DIR, so the LoRA folder holds
+only LoRAs). Ctrl-C, SIGTERM or creating
 RUN_DIR/STOP saves a checkpoint and the LoRA so far, then exits; `--resume
 RUN_DIR` continues exactly. Multi-GPU: `accelerate launch -m lib_alignment train ...`.
 

@@ -181,7 +181,13 @@ class RefineSession:
 
     @property
     def rounds_ranked(self) -> int:
-        return max(0, len(self._data["rounds"]) - 1)
+        """Live rounds with a ranking (a round left by Reset has none), as the preference export counts them."""
+        return sum(1 for round_id in self._data["rounds"][:-1] if self._read_record(round_id).get("order") is not None)
+
+    def round_number(self, round_id: int) -> int:
+        """A live round's position, 1-based: what the page shows (ids stay unique, so a stale page's ranking
+        of an undone round is refused rather than applied to its successor; numbers never skip)."""
+        return self._data["rounds"].index(round_id) + 1
 
     @property
     def can_undo(self) -> bool:

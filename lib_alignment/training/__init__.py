@@ -12,15 +12,29 @@ from __future__ import annotations
 from typing import Any
 
 from .config import ConfigError, TrainConfig
-from .trainer import NonFiniteLoss, Trainer, TrainResult, train
+
+#: Imported on first use: the trainer needs torch, the options (and `train --help`) do not.
+_LAZY = ("NonFiniteLoss", "Trainer", "TrainResult", "train")
 
 
-def make_trainer(config: TrainConfig, **kwargs: Any) -> Trainer:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import trainer
+
+        value = getattr(trainer, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_trainer(config: TrainConfig, **kwargs: Any) -> Any:
     """The trainer for the config's method: DDPO's samples its own data, the others read preference data."""
     if config.method == "ddpo":
         from .ddpo import DDPOTrainer
 
         return DDPOTrainer(config, **kwargs)
+    from .trainer import Trainer
+
     return Trainer(config, **kwargs)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from ..paths import safe_name
 
 METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "listwise", "ddpo")
+#: Where run folders go by default: OUTPUT_DIR/../alignment-runs/NAME (a LoRA folder holds LoRAs only).
+RUNS_FOLDER = "alignment-runs"
 #: Methods that learn from a reward on the model's own samples rather than from a dataset.
 REWARD_METHODS = ("ddpo",)
 
@@ -56,7 +58,7 @@ class TrainConfig:
     output_dir: str = field(default="", metadata=_opt("Folder for NAME.safetensors and its sidecars (e.g. the WebUI's models/Lora).", group="run"))
     vae: str = field(default="", metadata=_opt("VAE file (.safetensors/.pt/.ckpt in LDM layout, as in the WebUI's models/VAE) replacing the model's VAE; needed for checkpoints without VAE weights (the WebUI tab hands over the VAE selected there); empty = the checkpoint's own.", group="run"))
     name: str = field(default="", metadata=_opt("Output name (file stem and ss_output_name).", group="run"))
-    run_dir: str = field(default="", metadata=_opt("Folder for checkpoints, logs, samples and events; default OUTPUT_DIR/NAME-training.", group="run"))
+    run_dir: str = field(default="", metadata=_opt("Folder for checkpoints, logs, samples and events; default alignment-runs/NAME beside OUTPUT_DIR (not among the LoRAs).", group="run"))
     resume: str = field(default="", metadata=_opt("Continue from a checkpoint folder, or from the latest checkpoint in a run folder.", group="run"))
     seed: int = field(default=0, metadata=_opt("Seed of LoRA initialisation, data order, noise and timesteps.", group="run"))
 
@@ -190,9 +192,11 @@ class TrainConfig:
         return "labeled" if self.method == "kto" else "pairs"
 
     def resolved_run_dir(self) -> Path:
+        """--run-dir, else alignment-runs/NAME beside OUTPUT_DIR: never inside the LoRA folder, whose
+        listing in the WebUIs would otherwise pick up the checkpoints' .safetensors files."""
         if self.run_dir:
             return Path(self.run_dir).expanduser()
-        return Path(self.output_dir).expanduser() / f"{self.name}-training"
+        return Path(self.output_dir or ".").expanduser().absolute().parent / RUNS_FOLDER / self.name
 
     def resolved_stop_file(self) -> Path:
         return Path(self.stop_file).expanduser() if self.stop_file else self.resolved_run_dir() / "STOP"

@@ -135,6 +135,20 @@ class Trainer:
             self.state = saved
 
         set_seed(cfg.seed)
+        if self.dataset is None:  # read and check the data before the model loads (seconds, not a minute, to a bad row)
+            from .data import load_preference_data
+
+            self._status(f"reading data {cfg.data}")
+            self.dataset = load_preference_data(
+                cfg.data,
+                method=cfg.method,
+                resolution=cfg.resolution or 512,  # only a placeholder until the model's native size is known
+                skip_bad_rows=cfg.skip_bad_rows,
+                min_per_class=cfg.min_per_class,
+                tie_policy=cfg.tie_policy,
+            )
+        if len(self.dataset) == 0:
+            raise ValueError(f"{cfg.data or 'the dataset'}: no usable training items")
         if self.pipe is None:
             from ..models import load_pipeline
 
@@ -147,21 +161,8 @@ class Trainer:
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
         self.resolution = cfg.resolution or native
         cfg.resolution = self.resolution
-
-        if self.dataset is None:
-            from .data import load_preference_data
-
-            self._status(f"reading data {cfg.data}")
-            self.dataset = load_preference_data(
-                cfg.data,
-                method=cfg.method,
-                resolution=self.resolution,
-                skip_bad_rows=cfg.skip_bad_rows,
-                min_per_class=cfg.min_per_class,
-                tie_policy=cfg.tie_policy,
-            )
-        if len(self.dataset) == 0:
-            raise ValueError(f"{cfg.data or 'the dataset'}: no usable training items")
+        if hasattr(self.dataset, "resolution"):
+            self.dataset.resolution = self.resolution  # images are read at this size, lazily
 
         from diffusers import DDPMScheduler
 

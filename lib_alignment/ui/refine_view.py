@@ -72,6 +72,14 @@ def empty_board(message: str | None = None, error: str | None = None, forget: bo
     )
 
 
+def _number(session: Any, round_id: int) -> int:
+    """The round's position among the live rounds (no gaps after Undo); its id where that is unknown."""
+    try:
+        return int(session.round_number(round_id))
+    except (AttributeError, ValueError):
+        return round_id
+
+
 def round_board(
     session_id: str,
     session: Any,
@@ -109,7 +117,7 @@ def round_board(
             f"<figcaption>Start · seed {session.seed}</figcaption></figure>"
         )
     head = (
-        f'<span class="alignment-round">Round {rnd.id}</span> · {kind} · {session.rounds_ranked} ranked · '
+        f'<span class="alignment-round">Round {_number(session, rnd.id)}</span> · {kind} · {session.rounds_ranked} ranked · '
         f"{settings.width}×{settings.height}, {html.escape(settings.sampler)}, {settings.steps} steps · "
         f"next rounds: m={params.m}, μ={params.mu:g}, step={params.lr:g}"
     )

@@ -11,9 +11,33 @@ We maximise preference: a ranking lists the preferred candidate first.
 
 from __future__ import annotations
 
-from .ranking import order_from_scores, pair_count, rank_gradient, rank_weights, ranking_pairs, validate_order
-from .ranksgd import DEFAULT_LR, DEFAULT_MU, ROUND_LINE, ROUND_RANK, RankSGD, project_rows_to_shell
-from .zosgd import ZOSGD
+import importlib
+from typing import Any
+
+from .defaults import DEFAULT_LR, DEFAULT_MU
+
+#: Imported on first use (they need torch; `--help` and the defaults do not).
+_LAZY = {
+    "order_from_scores": "ranking",
+    "pair_count": "ranking",
+    "rank_gradient": "ranking",
+    "rank_weights": "ranking",
+    "ranking_pairs": "ranking",
+    "validate_order": "ranking",
+    "ROUND_LINE": "ranksgd",
+    "ROUND_RANK": "ranksgd",
+    "RankSGD": "ranksgd",
+    "project_rows_to_shell": "ranksgd",
+    "ZOSGD": "zosgd",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_LR",

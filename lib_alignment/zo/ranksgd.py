@@ -45,8 +45,8 @@ STATE_FORMAT = 1
 #: latent a perturbation μ = 0.3 turns the noise by about 15° and line steps lr·2^-i·g by 3–25°; against the
 #: authors' μ = 0.1, lr = 2 (5°, 1–6°) they roughly doubled the gain of 12–16 oracle-ranked rounds on the tiny
 #: model and on a 4×64×64 latent taste (benchmarks/zo_refine_quality.py, benchmarks/README.md).
-DEFAULT_MU = 0.3
-DEFAULT_LR = 3.0
+from .defaults import DEFAULT_LR, DEFAULT_MU  # noqa: E402 - the values live in a module without torch
+
 ROUND_RANK = "rank"
 ROUND_LINE = "line"
 

@@ -75,3 +75,26 @@ def test_rank_and_refine_refuses_an_empty_number_with_its_label(app, field, labe
     board, session_id, *_ = call(demo, "rank_refine_tab", "on_start", **{f"{R}_{field}": None, f"{R}_session": "", f"{R}_task": ""})
     assert label in board and "enter a" in board, board
     assert session_id == ""
+
+
+def test_check_dataset_without_a_dataset_answers_in_the_box(app):
+    demo, _ = app
+    (report,) = call(demo, "training_tab", "on_check", **{f"{T}_dataset": "", f"{T}_source": "A file or folder"})
+    assert report.startswith("Not checked: dataset:"), report
+
+
+def _update(value):
+    """A gr.update as a dict (gradio 3.41 and 4+ both give one)."""
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def test_the_dataset_report_hides_for_ddpo_and_clears_on_a_new_source(app):
+    demo, _ = app
+    out = call(demo, "training_tab", "on_method", **{f"{T}_method": "DDPO"})
+    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_method")
+    by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, out)}
+    assert by_id[f"{T}_report"]["visible"] is False and by_id[f"{T}_report"]["value"] == ""
+    out = call(demo, "training_tab", "on_source", **{f"{T}_source": "Upload"})
+    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_source")
+    by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, out)}
+    assert by_id[f"{T}_check"]["visible"] is False and by_id[f"{T}_report"]["value"] == ""

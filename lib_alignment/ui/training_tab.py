@@ -229,7 +229,14 @@ def build(ctx: AppContext) -> None:
                     lines=3,
                     elem_id=_id("prompts"),
                 )
-            report = gr.Textbox(label="Dataset check", lines=6, max_lines=20, interactive=False, elem_id=_id("report"))
+            report = gr.Textbox(
+                label="Dataset check",
+                lines=6,
+                max_lines=20,
+                interactive=False,
+                visible=methods[0] in data_method_set,
+                elem_id=_id("report"),
+            )
             preset = gr.Dropdown(
                 label="Memory preset",
                 choices=list(preset_labels),
@@ -325,25 +332,40 @@ def build(ctx: AppContext) -> None:
             view.METHOD_HINTS.get(m, ""),
             gr.update(visible=m in data_method_set),
             gr.update(visible=m not in data_method_set),
+            gr.update(visible=m in data_method_set, value=""),  # a report is about one method's reading of the data
         ]
         updates += [gr.update(visible=key == m) for key in method_boxes]
         return updates
 
-    method.change(on_method, inputs=[method], outputs=[method_hint, data_box, reward_box, *method_boxes.values()])
+    method.change(
+        on_method, inputs=[method], outputs=[method_hint, data_box, reward_box, report, *method_boxes.values()]
+    )
 
     def on_source(choice: str) -> list[Any]:
-        return [gr.update(visible=choice != SOURCE_REFINE), gr.update(visible=choice == SOURCE_UPLOAD)]
+        return [
+            gr.update(visible=choice != SOURCE_REFINE),
+            gr.update(visible=choice == SOURCE_UPLOAD),
+            gr.update(visible=choice != SOURCE_UPLOAD),  # an upload is checked as it arrives
+            "",  # the old source's report does not describe the new one
+        ]
 
-    source.change(on_source, inputs=[source], outputs=[dataset_path, upload])
+    source.change(on_source, inputs=[source], outputs=[dataset_path, upload, check, report])
 
     def dataset_value(choice: str, path: str) -> str:
         return RANK_REFINE if choice == SOURCE_REFINE else (path or "").strip()
 
     def on_check(title: str, choice: str, path: str, skip: bool, *values: Any) -> str:
         m = view.method_from_title(title)
-        options = {"skip_bad_rows": bool(skip)}
-        options.update({k: v for k, v in zip(advanced_names, values) if k in ("tie_policy", "min_per_class")})
-        return runner.check_dataset(dataset_value(choice, path), m, options).format_text()
+        options: dict[str, Any] = {"skip_bad_rows": bool(skip)}
+        try:
+            for key, value in zip(advanced_names, values):
+                if key in ("tie_policy", "min_per_class"):
+                    send, converted = _option_value(key, fields[key], value)
+                    if send:
+                        options[key] = converted
+            return runner.check_dataset(dataset_value(choice, path), m, options).format_text()
+        except (RequestError, ValueError, OSError) as error:  # a message in the box, not a traceback in the console
+            return f"Not checked: {error}"
 
     check.click(on_check, inputs=[method, source, dataset_path, skip_bad_rows, *advanced_components], outputs=[report])
 
@@ -353,11 +375,13 @@ def build(ctx: AppContext) -> None:
             return [gr.update(), ""]
         try:
             staged = stage_upload(path, runner.root)
+            report_text = runner.check_dataset(
+                str(staged), view.method_from_title(title), {"skip_bad_rows": bool(skip)}
+            ).format_text()
         except DatasetError as error:
             return [gr.update(), error.report.format_text()]
-        report_text = runner.check_dataset(
-            str(staged), view.method_from_title(title), {"skip_bad_rows": bool(skip)}
-        ).format_text()
+        except (ValueError, OSError) as error:
+            return [gr.update(), f"Not checked: {error}"]
         return [str(staged), report_text]
 
     upload.upload(on_upload, inputs=[upload, method, skip_bad_rows], outputs=[dataset_path, report])
@@ -606,7 +630,7 @@ def build(ctx: AppContext) -> None:
                 title=f"{status.name}: without and with <lora:{Path(lora).stem}:{float(weight):g}>",
             )
             path = save_grid(image, runner.folder(job_id) / "compare")
-        except (ValueError, FileNotFoundError, JobNotFound) as error:
+        except (ValueError, OSError, RuntimeError, JobNotFound) as error:
             return [f"**No grid:** {error}", gr.update()]
         return [f"Saved `{path}`.", image]
 

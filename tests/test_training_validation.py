@@ -64,7 +64,7 @@ def test_scores_pairs_and_liked_disliked_images():
 def test_early_stopping_counts_scores_without_a_new_best(monkeypatch):
     import lib_alignment.training.validation as validation
 
-    scores = iter([(0.5, 0.0), (0.7, 1.0), (0.8, 2.0), (0.75, 2.5), (0.8, 1.0)])
+    scores = iter([(0.5, 0.0), (0.7, 1.0), (0.8, 2.0), (0.75, 2.5), (0.8, 3.0)])  # a tie with a larger margin is no new best
     monkeypatch.setattr(validation, "implicit_gains", lambda *a, **k: (None, []))
     monkeypatch.setattr(validation, "score_gains", lambda *a, **k: next(scores))
     validator = Validator([0] * 4, every=10, draws=1, seed=0, scale=1.0, patience=2)
@@ -90,7 +90,7 @@ def test_a_short_dpo_run_validates_keeps_the_best_and_gives_a_verdict(tmp_path: 
     )
     result = Trainer(config).train()
     assert result.status == "finished"
-    events = read_events(tmp_path / "out" / "run-training" / "events.jsonl")
+    events = read_events(tmp_path / "alignment-runs" / "run" / "events.jsonl")  # the default run folder, beside out/
     validations = [e for e in events if e["event"] == "validation"]
     assert [v["step"] for v in validations] == [0, 4, 8]
     assert validations[0]["accuracy"] == 0.5 and validations[0]["margin"] == 0.0  # LoRA at init = base model
@@ -100,7 +100,7 @@ def test_a_short_dpo_run_validates_keeps_the_best_and_gives_a_verdict(tmp_path: 
     health = [e for e in events if e["event"] == "health"]
     assert health and health[-1]["state"] in ("early", "learning", "not_learning", "over_optimising", "unstable")
     assert health[-1]["reason"]
-    best_step = max(validations[1:], key=lambda v: (v["accuracy"], v["margin"]))["step"]
+    best_step = next(v["step"] for v in validations[1:] if v["accuracy"] == max(w["accuracy"] for w in validations[1:]))  # first of the best
     best = Path(result.outputs["best"])
     assert best.name == "run-best.safetensors" and best.parent == Path(result.outputs["lora"]).parent
     with safe_open(str(best), framework="pt") as handle:

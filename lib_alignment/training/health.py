@@ -263,7 +263,8 @@ class HealthMonitor:
             if enough and accuracy >= 0.6 and margin > max(limits.flat_margin, first_margin if math.isfinite(first_margin) else 0):
                 return Verdict("learning", step, f"training accuracy {accuracy:.2f}, mean margin {margin:.3g} (spread {margin_std:.3g}); no held-out score yet.", "", numbers)
         if not enough:
-            return Verdict("early", step, f"{step} of {max(limits.min_steps, int(limits.min_fraction * self.total))} steps before a verdict; training accuracy {accuracy:.2f}, margin {margin:.3g}.", "", numbers)
+            so_far = f"; training accuracy {accuracy:.2f}, margin {margin:.3g}" if math.isfinite(accuracy) else ""
+            return Verdict("early", step, f"{step} of {max(limits.min_steps, int(limits.min_fraction * self.total))} steps before a verdict{so_far}.", "", numbers)
         return Verdict("learning" if accuracy > limits.flat_accuracy else "not_learning", step,
                        f"training accuracy {accuracy:.2f}, mean margin {margin:.3g}.",
                        "" if accuracy > limits.flat_accuracy else "Raise the learning rate (×3) or β (×2), or train longer.", numbers)

@@ -35,9 +35,10 @@ class HeldOutScore:
     margin: float
     count: int
 
-    def key(self) -> tuple[float, float]:
-        """Ordering of scores: accuracy first, the margin breaks ties."""
-        return (self.accuracy, self.margin)
+    def better_than(self, other: HeldOutScore | None) -> bool:
+        """A new best needs a higher accuracy: on a tie the earlier step (less drift from the base) stays best,
+        since a growing margin at the same accuracy is what over-optimisation looks like."""
+        return other is None or self.accuracy > other.accuracy
 
 
 def _groups(keys: Sequence[Sequence[str]]) -> list[list[int]]:
@@ -201,7 +202,7 @@ class Validator:
         accuracy, margin = score_gains(gains, infos, self.scale)
         result = HeldOutScore(step, accuracy, margin, len(self.dataset))
         self.history.append(result)
-        improved = step > 0 and math.isfinite(accuracy) and (self.best is None or result.key() > self.best.key())
+        improved = step > 0 and math.isfinite(accuracy) and result.better_than(self.best)
         if improved:
             self.best, self.since_best = result, 0
         elif step > 0:

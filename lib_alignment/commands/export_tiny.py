@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     name = validate_name(args.name)
     args.dir = output_folder(args.dir, "DIR")  # before anything loads
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
     from ..models import load_pipeline
     from ..models.ldm_export import export_ldm_checkpoint
     from ..models.tiny import TINY_DIR, tiny_is_shipped

@@ -25,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
     out = checks.output_file(args.out, "--out")
     if args.lora is not None:
         checks.lora_file(args.lora)
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
     from ..generation import noise_from_seed
     from ..infotext import format_infotext, png_info
     from ..models import load_pipeline

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     checks.generation_options(args)
     check_refine_options(args)
     oracle = make_oracle(args.oracle)  # fail on a bad spec before loading the model
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
     backend = load_backend(args)
     out: Path = args.out
     folder = out / "session"

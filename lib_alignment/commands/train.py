@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = build_config(args)
+        from ..quiet import quiet_libraries
+
+        quiet_libraries()  # the run's own progress bar stays; the libraries' loading bars go
         trainer = make_trainer(config, event_stream=sys.stdout if config.events_stdout else None)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

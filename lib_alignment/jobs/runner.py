@@ -149,8 +149,23 @@ def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
             data = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    rows = [row.rsplit("\r", 1)[-1] for row in data.splitlines()]
-    return "\n".join(rows[-lines:])
+    return "\n".join(clean_log_lines(data)[-lines:])
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def clean_log_lines(text: str) -> list[str]:
+    """A log's lines as a person reads them: terminal escape codes (tqdm's cursor moves) removed, a line
+    redrawn with carriage returns shown as its last state, blank lines and library noise (lib_alignment.quiet) dropped."""
+    from ..quiet import is_noise
+
+    rows = []
+    for row in text.split("\n"):  # not splitlines(): it would split at every \r redraw too
+        row = _ANSI.sub("", row).rstrip("\r").rsplit("\r", 1)[-1].rstrip()
+        if row.strip() and not is_noise(row):
+            rows.append(row)
+    return rows
 
 
 class JobRunner:

@@ -24,7 +24,9 @@ def standalone_context(
         from ..generation import DiffusersBackend
         from ..lora_prompt import LoraTagBackend
         from ..models import load_pipeline
+        from ..quiet import quiet_libraries
 
+        quiet_libraries()
         pipe = load_pipeline(model, device=device, tokenizer=tokenizer)
         inner = DiffusersBackend(pipe, model_name=Path(model).stem if model not in ("tiny", "tiny-random") else model)
         return LoraTagBackend(inner, out / "loras")  # <lora:NAME:w> in prompts, as in the WebUI

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import API_PASSWORD, API_USER, KITS, RealHost, install_extension, installed_versions, kit_dir
+from .harness import API_PASSWORD, API_USER, KITS, LORA_PREFIX, RealHost, install_extension, installed_versions, kit_dir
 
 
 def _required(kind: str) -> bool:
@@ -49,9 +49,19 @@ def _stop_trainers(alignment_dir: Path) -> None:
                     pass
 
 
+def _forget_earlier_runs(host: RealHost) -> None:
+    """A kit reused between local runs keeps what the last run made; CI's kit is always fresh."""
+    import shutil
+
+    for path in host.lora_dir.glob(f"{LORA_PREFIX}*"):
+        path.unlink()
+    shutil.rmtree(host.alignment_dir, ignore_errors=True)
+
+
 def _started(kind: str, extra_args: str) -> Iterator[RealHost]:
     folder = _kit_or_skip(kind)
     host = RealHost(KITS[kind], folder, extra_args=extra_args)
+    _forget_earlier_runs(host)
     host.versions_before = installed_versions(host.python)  # type: ignore[attr-defined]
     install_extension(host.webui)
     try:

@@ -23,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_NAME = "sd-webui-alignment"
 API_USER, API_PASSWORD = "alice", "real-host-secret"
+LORA_PREFIX = "rh-"  # every LoRA the suite trains or writes is named rh-...
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,17 @@ class Kit:
 
     kind: str  # "a1111" | "forge"
     env_var: str
-    ready_line: str  # in the log once the WebUI can generate
+    ready_lines: tuple[str, ...]  # all in the log once the WebUI can generate and every extension's routes exist
     checkpoint: str  # file name in models/Stable-diffusion
     lora: str  # the kit's own LoRA name in models/Lora
     start_timeout: float
 
 
 KITS = {
-    "a1111": Kit("a1111", "ALIGNMENT_A1111_HOST", "Model loaded in", "tiny-harness.safetensors", "tiny-harness-lora", 240),
-    "forge": Kit("forge", "ALIGNMENT_FORGE_HOST", "Startup time:", "sd15-host.safetensors", "sd15-host-lora", 300),
+    # A1111 may load the model before or after "Startup time:", which follows the app_started callbacks
+    # (our routes); /sdapi/v1/* answers a moment before those callbacks run.
+    "a1111": Kit("a1111", "ALIGNMENT_A1111_HOST", ("Startup time:", "Model loaded in"), "tiny-harness.safetensors", "tiny-harness-lora", 240),
+    "forge": Kit("forge", "ALIGNMENT_FORGE_HOST", ("Startup time:",), "sd15-host.safetensors", "sd15-host-lora", 300),
 }
 
 
@@ -144,7 +147,8 @@ class RealHost:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kit.kind} exited with {self.proc.returncode}:\n{self.log_text()[offset:][-4000:]}")
-            if self.kit.ready_line in self.log_text()[offset:] and self._answers():
+            log = self.log_text()[offset:]
+            if all(line in log for line in self.kit.ready_lines) and self._answers():
                 return time.time() - t0
             if time.time() > deadline:
                 raise RuntimeError(f"{self.kit.kind} not ready in {self.kit.start_timeout:.0f}s:\n{self.log_text()[offset:][-4000:]}")
@@ -230,10 +234,11 @@ def decode_image(b64: str) -> Any:
 
 
 def installed_versions(python: Path) -> dict[str, str]:
-    """name (lower case) → version of every distribution in a venv, as its own interpreter sees them."""
+    """canonical name → version of every distribution in a venv, as its own interpreter sees them."""
     script = (
-        "import importlib.metadata as m, json\n"
-        "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions() if d.metadata['Name']}))"
+        "import importlib.metadata as m, json, re\n"
+        "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
+        " for d in m.distributions() if d.metadata['Name']}))"
     )
     import json
 
@@ -242,11 +247,24 @@ def installed_versions(python: Path) -> dict[str, str]:
 
 
 def host_pins(webui: Path) -> dict[str, str]:
-    """The `==` pins of the WebUI's requirements_versions.txt (name lower case → version)."""
+    """The `==` pins of the WebUI's requirements_versions.txt (canonical name → version)."""
+    from packaging.utils import canonicalize_name
+
     pins: dict[str, str] = {}
     for line in (webui / "requirements_versions.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            pins[name.strip().lower().replace("_", "-")] = version.strip()
+            pins[canonicalize_name(name.strip())] = version.strip()
     return pins
+
+
+def unmet_pins(pins: dict[str, str], versions: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Pins whose installed version differs (compared as versions: 0.15 is 0.15.0)."""
+    from packaging.version import Version
+
+    return {
+        name: (pin, versions.get(name))
+        for name, pin in pins.items()
+        if versions.get(name) is None or Version(versions[name]) != Version(pin)
+    }

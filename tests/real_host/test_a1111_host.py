@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .harness import ROOT, host_pins, installed_versions
+from .harness import ROOT, host_pins, installed_versions, unmet_pins
 
 pytestmark = [pytest.mark.real_host, pytest.mark.slow]
 TAG = "[lib_alignment]"
@@ -45,8 +45,7 @@ def test_start_up_shows_both_tabs_and_install_adds_only_what_is_missing(a1111_ho
     before, after = a1111_host.versions_before, installed_versions(a1111_host.python)
     changed = {name: (before[name], after.get(name)) for name in before if after.get(name) != before[name]}
     assert not changed, f"install.py changed packages the WebUI had: {changed}"
-    pins = host_pins(a1111_host.webui)
-    wrong = {name: (version, after.get(name)) for name, version in pins.items() if after.get(name) != version}
+    wrong = unmet_pins(host_pins(a1111_host.webui), after)
     assert not wrong, f"pins not met after start-up: {wrong}"
     added = sorted(set(after) - set(before))
     if added:  # the first start on this kit: install.py said what it added, through A1111's run_pip
@@ -105,7 +104,7 @@ def test_rank_and_refine_runs_on_the_webui_sampler_with_a_lora_in_the_prompt(a11
     assert params["Prompt"] == f"a red circle <lora:{lora}:1>"
     assert str(params["Seed"]) == "21" and str(params["Steps"]) == "4" and params["Sampler"] == "Euler"
     assert str(params["Size-1"]) == "64" and str(params["Size-2"]) == "64"
-    assert Path(exported.json()["image_file"]).is_file()
+    assert (a1111_host.alignment_dir / "refined" / exported.json()["image_file"]).is_file()
 
 
 def _toy_data(tmp: Path) -> dict[str, Path]:
@@ -162,6 +161,27 @@ def test_training_on_the_loaded_checkpoint_makes_a_lora_the_webui_uses(a1111_hos
     made[method] = name
 
 
+def test_the_debug_log_would_name_an_unmatched_lora_key(a1111_host):
+    """Control for the check above: a LoRA with one key A1111 cannot place is named in the DEBUG log."""
+    import torch
+    from safetensors.torch import save_file
+
+    host = a1111_host
+    save_file(
+        {
+            "lora_unet_no_such_block_proj.lora_down.weight": torch.ones(4, 64),
+            "lora_unet_no_such_block_proj.lora_up.weight": torch.ones(64, 4),
+            "lora_unet_no_such_block_proj.alpha": torch.tensor(4.0),
+        },
+        str(host.lora_dir / "rh-unmatched.safetensors"),
+    )
+    assert host.post("/sdapi/v1/refresh-loras").status_code == 200
+    offset = len(host.log_text())
+    host.txt2img("a red circle <lora:rh-unmatched:1>", seed=3, steps=2)
+    assert "didn't match keys" in host.log_text()[offset:]
+    (host.lora_dir / "rh-unmatched.safetensors").unlink()
+
+
 def test_lora_card_shows_the_preview_and_description(a1111_host):
     assert made, "no LoRA was trained by the tests above"
     for name in made.values():
@@ -201,7 +221,9 @@ def test_a_webui_restart_while_a_job_runs_finds_the_job_again(a1111_host, tmp_pa
     job = _start_job(host, {"method": "dpo", "name": "rh-restart", "dataset": str(data), "preset": "cpu", "options": options})
     host.poll_job(job["id"], done=lambda b: (b.get("step") or 0) >= 1, timeout=300)
     host.restart()
-    again = host.get(f"/alignment/v1/jobs/{job['id']}").json()
+    response = host.get(f"/alignment/v1/jobs/{job['id']}")
+    assert response.status_code == 200, response.text[:2000]
+    again = response.json()
     assert again["state"] in ("running", "finished"), again  # the trainer outlived the WebUI and is found by pid
     assert job["id"] in [j["id"] for j in host.get("/alignment/v1/jobs").json()["jobs"]]
     finished = host.poll_job(job["id"])
@@ -220,7 +242,7 @@ def test_generate_cli_loads_the_webui_checkpoint_in_the_webui_python(a1111_host,
     run = subprocess.run(
         [
             str(a1111_host.python), "-m", "lib_alignment", "generate", "--model", str(a1111_host.checkpoint),
-            "--prompt", "a red circle", "--steps", "2", "--width", "64", "--height", "64", "--out", str(out),
+            "--prompt", "a red circle", "--steps", "2", "--size", "64", "--out", str(out),
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},

@@ -98,3 +98,20 @@ def test_the_dataset_report_hides_for_ddpo_and_clears_on_a_new_source(app):
     entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_source")
     by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, out)}
     assert by_id[f"{T}_check"]["visible"] is False and by_id[f"{T}_report"]["value"] == ""
+
+
+def test_the_time_estimate_uses_the_speed_measured_here():
+    from lib_alignment.jobs.runner import JobStatus
+    from lib_alignment.ui.training_view import time_estimate
+
+    def job(name, method, model, sps, created):
+        return JobStatus(id=f"20260101-00000{created}-abcdef", name=name, method=method, state="finished", step=10,
+                         total=10, seconds_per_step=sps, model=model, created=float(created))  # fmt: skip
+
+    assert "not measured on this machine yet" in time_estimate([], 500, "kto", "tiny")
+    jobs = [job("old", "kto", "tiny", 9.0, 1), job("new", "kto", "tiny", 2.0, 2), job("other", "dpo", "tiny", 1.0, 3)]
+    text = time_estimate(jobs, 300, "kto", "tiny")
+    assert "about 10 min 00 s for 300 steps" in text and "new" in text  # the latest KTO job on this model
+    assert "about 5 min 00 s" in time_estimate(jobs, 300, "dpo", "tiny")
+    assert "about 2 min 30 s" in time_estimate(jobs, 150, "mapo", "tiny")  # no MaPO job yet: the newest on the model
+    assert time_estimate(jobs, None, "kto", "tiny") == ""

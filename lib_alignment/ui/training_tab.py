@@ -249,6 +249,9 @@ def build(ctx: AppContext) -> None:
                 learning_rate = gr.Number(
                     label="Learning rate", value=defaults.learning_rate, elem_id=_id("learning_rate")
                 )
+            estimate = gr.Markdown(
+                view.time_estimate(statuses, 500, methods[0], _safe(ctx.model_source) or ""), elem_id=_id("estimate")
+            )
             advanced: dict[str, Any] = {}
             method_boxes: dict[str, Any] = {}
             with gr.Accordion("Advanced settings", open=False, elem_id=_id("advanced")):
@@ -340,6 +343,13 @@ def build(ctx: AppContext) -> None:
     method.change(
         on_method, inputs=[method], outputs=[method_hint, data_box, reward_box, report, *method_boxes.values()]
     )
+
+    def on_estimate(title: str, step_count: Any) -> str:
+        """The time the chosen steps should take, from the speed of earlier jobs here."""
+        return view.time_estimate(runner.list(), step_count, view.method_from_title(title), _safe(ctx.model_source) or "")
+
+    steps.change(on_estimate, inputs=[method, steps], outputs=[estimate], show_progress="hidden")
+    method.change(on_estimate, inputs=[method, steps], outputs=[estimate], show_progress="hidden")
 
     def on_source(choice: str) -> list[Any]:
         return [

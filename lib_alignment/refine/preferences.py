@@ -13,6 +13,9 @@ copies the images it needs into <out>/images/ and writes, next to them:
   the user left unranked are exclusive_lose, and when the ranking covers the
   whole round (all, or all but one) its last image is exclusive_lose. Middle
   ranks are left out: they are neither clearly good nor clearly bad.
+* rankings.csv — columns caption, image_1 … image_m, best first, for the listwise
+  trainer: every round whose ranking orders all its images (all, or all but one,
+  the one left being the worst), of the most common round size m.
 
 Image paths are relative to the CSV's folder and use "/" separators.
 """
@@ -44,6 +47,8 @@ class PreferenceExport:
     pairs: int
     kto_rows: int
     rounds: int
+    rankings_csv: Path | None = None
+    rankings: int = 0
 
 
 def ranked_records(session_folder: str | Path) -> list[dict[str, Any]]:
@@ -91,6 +96,7 @@ def export_preferences(sources: Sequence[Any], out_dir: str | Path) -> Preferenc
     pair_rows: list[tuple[str, str, str, int, int]] = []
     kto_rows: list[tuple[str, str, str]] = []
     used_names: set[str] = set()
+    ranking_rows: list[list[str]] = []
     rounds = 0
     for source in sources:
         folder = Path(getattr(source, "folder", source))
@@ -120,7 +126,27 @@ def export_preferences(sources: Sequence[Any], out_dir: str | Path) -> Preferenc
                 pair_rows.append((caption, relative(better), relative(worse), 1, 0))
             for index, label in kto_labels(order, len(files)):
                 kto_rows.append((relative(index), caption, label))
+            full = complete_order(order, len(files))
+            if full is not None:
+                ranking_rows.append([caption, *(relative(i) for i in full)])
     pairs_csv, kto_csv = out / "pairs.csv", out / "kto.csv"
     atomic_write_text(pairs_csv, _csv_text(PAIRS_COLUMNS, pair_rows))
     atomic_write_text(kto_csv, _csv_text(KTO_COLUMNS, kto_rows))
-    return PreferenceExport(pairs_csv=pairs_csv, kto_csv=kto_csv, pairs=len(pair_rows), kto_rows=len(kto_rows), rounds=rounds)
+    rankings_csv, rankings = None, 0
+    if ranking_rows:
+        sizes = [len(row) - 1 for row in ranking_rows]
+        m = max(set(sizes), key=lambda size: (sizes.count(size), size))
+        kept = [row for row in ranking_rows if len(row) - 1 == m]
+        rankings_csv, rankings = out / "rankings.csv", len(kept)
+        atomic_write_text(rankings_csv, _csv_text(["caption", *(f"image_{k + 1}" for k in range(m))], kept))
+    return PreferenceExport(pairs_csv=pairs_csv, kto_csv=kto_csv, pairs=len(pair_rows), kto_rows=len(kto_rows), rounds=rounds,
+                            rankings_csv=rankings_csv, rankings=rankings)
+
+
+def complete_order(order: Sequence[int], n: int) -> list[int] | None:
+    """The round's full best-first order when the ranking fixes it (all ranked, or all but the one left last); else None."""
+    ranked = list(dict.fromkeys(order))
+    rest = [i for i in range(n) if i not in set(ranked)]
+    if len(rest) > 1 or n < 2:
+        return None
+    return ranked + rest

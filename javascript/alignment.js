@@ -113,6 +113,42 @@
             render();
         }
         autoResume();
+        syncTraining();
+    }
+
+    // Start and Reset: the new round appears on the board, which may be off screen (below the settings on a
+    // narrow page, above them on a short one): bring it into view while it is being generated.
+    function showBoard() {
+        var board = state.board || byId("board");
+        if (!board || !board.getBoundingClientRect) {
+            return;
+        }
+        var box = board.getBoundingClientRect();
+        if (box.top < 0 || box.top > window.innerHeight * 0.5) {
+            board.scrollIntoView({ block: "start", behavior: "smooth" });
+        }
+    }
+
+    // The training tab: the log box follows its newest line; the chosen method survives a reload.
+    var STORE_METHOD = "alignmentTraining.method";
+    var training = { log: null, methodRestored: false };
+
+    function syncTraining() {
+        var r = root();
+        var log = r.querySelector("#alignment_training_log textarea");
+        if (log && log.value !== training.log) {
+            training.log = log.value;
+            log.scrollTop = log.scrollHeight;
+        }
+        var method = r.querySelector("#alignment_training_method");
+        if (method && !training.methodRestored) {
+            training.methodRestored = true;
+            var wanted = storage(STORE_METHOD);
+            var input = wanted && method.querySelector('input[type="radio"][value="' + wanted.replace(/"/g, "") + '"]');
+            if (input && !input.checked) {
+                input.click();
+            }
+        }
     }
 
     function render() {
@@ -325,9 +361,12 @@
             for (var i = 0; i < ACTIONS.length; i++) {
                 var action = byId(ACTIONS[i]);
                 if (action && (action === el || action.contains(el))) {
-                    if (ACTIONS[i] === "next" && state.board) {
+                    if (ACTIONS[i] !== "save" && state.board) {
                         state.busy = true;
                         state.board.classList.add("alignment-busy");
+                    }
+                    if (ACTIONS[i] === "start" || ACTIONS[i] === "reset") {
+                        showBoard();
                     }
                     webuiProgress();
                     return;
@@ -376,6 +415,9 @@
         var el = target(event);
         if (el && el.classList && el.classList.contains("alignment-best-only")) {
             storage(STORE_BEST_ONLY, el.checked ? "1" : "0");
+        }
+        if (el && el.type === "radio" && closest(el, "#alignment_training_method")) {
+            storage(STORE_METHOD, el.value);
         }
     });
 

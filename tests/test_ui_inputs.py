@@ -115,3 +115,14 @@ def test_the_time_estimate_uses_the_speed_measured_here():
     assert "about 5 min 00 s" in time_estimate(jobs, 300, "dpo", "tiny")
     assert "about 2 min 30 s" in time_estimate(jobs, 150, "mapo", "tiny")  # no MaPO job yet: the newest on the model
     assert time_estimate(jobs, None, "kto", "tiny") == ""
+
+
+def test_the_jobs_table_fits_without_the_id_column():
+    from lib_alignment.jobs.runner import JobStatus
+    from lib_alignment.ui.training_view import jobs_table_html
+
+    status = JobStatus(id="20260101-000000-abcdef", name="mine", method="kto", state="finished", step=5, total=5,
+                       outputs={"lora": "/x/mine.safetensors"})  # fmt: skip
+    table = jobs_table_html([status])
+    assert table.count("<th") == 8 and "Job id" not in table
+    assert "title='job 20260101-000000-abcdef'" in table and "alignment-jobs-scroll" in table

@@ -318,7 +318,9 @@ def build(ctx: AppContext) -> None:
                     )
                 compare = gr.Button("Make the before/after grid", elem_id=_id("compare"))
                 compare_message = gr.Markdown(elem_id=_id("compare_message"))
-                grid = gr.Image(label="Before / after", type="pil", interactive=False, elem_id=_id("grid"))
+                grid = gr.Image(  # no label badge: it would cover the grid's own title
+                    label="Before / after", show_label=False, type="pil", interactive=False, elem_id=_id("grid")
+                )
             with gr.Accordion("All jobs", open=True):
                 table = gr.HTML(view.jobs_table_html(statuses), elem_id=_id("jobs"))
             with gr.Accordion("Trained LoRAs", open=True):

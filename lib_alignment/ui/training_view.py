@@ -171,22 +171,24 @@ def jobs_table_html(statuses: Sequence[JobStatus]) -> str:
         figures = status.figures
         reward = next((figures[k] for k in ("reward_mean", "reward_accuracy") if k in figures), None)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.created)) if status.created else ""
-        lora = Path(status.outputs["lora"]).name if status.outputs.get("lora") else ""
+        lora = "✓" if status.outputs.get("lora") else ""
         rows.append(
             "<tr>"
-            f"<td>{html.escape(status.name)}</td><td>{method_title(status.method)}</td>"
+            f"<td title='job {status.id}'>{html.escape(status.name)}</td><td>{method_title(status.method)}</td>"
             f"<td>{STATE_TITLES.get(status.state, status.state)}</td>"
             f"<td>{status.step} / {status.total if status.total is not None else '?'}</td>"
             f"<td>{_figure(figures.get('loss'))}</td><td>{_figure(reward)}</td>"
-            f"<td>{html.escape(lora)}</td><td>{html.escape(when)}</td>"
-            f"<td><code style='font-size:0.8em'>{status.id}</code></td>"
+            f"<td>{lora}</td><td>{html.escape(when)}</td>"
             "</tr>"
         )
     head = "".join(
-        f"<th style='text-align:left;padding-right:10px'>{h}</th>"
-        for h in ("Name", "Method", "State", "Steps", "Loss", "Reward", "LoRA", "Started", "Job id")
+        f"<th style='text-align:left;padding-right:8px'>{h}</th>"
+        for h in ("Name", "Method", "State", "Steps", "Loss", "Reward", "LoRA", "Started")
+    )  # the job id is in the Job list and in each name's tooltip: eight narrow columns fit a 1400 px page
+    return (
+        "<div class='alignment-jobs-scroll'><table class='alignment-jobs-table' style='width:100%;font-size:0.9em'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
-    return f"<table class='alignment-jobs-table' style='width:100%;font-size:0.9em'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def lora_cards(statuses: Sequence[JobStatus], size: int = 160) -> list[tuple[Image.Image, str]]:

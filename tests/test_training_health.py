@@ -129,6 +129,7 @@ def test_the_job_summary_keeps_the_latest_verdict_and_held_out_curve_and_the_tab
     assert summary.verdict["state"] == "over_optimising"
     assert summary.series["heldout_accuracy"] == [(0, 0.5), (10, 0.8)]
     assert summary.health_keys()[:2] == ["heldout_accuracy", "reward_accuracy"]
+    assert summary.reward_key() == "heldout_accuracy"  # the tab's second curve
     shown = verdict_html(summary.verdict)
     assert "Over-optimising" in shown and "Lower β" in shown and "&lt;big&gt;" in shown
     assert verdict_html({}) == ""

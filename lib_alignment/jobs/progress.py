@@ -18,8 +18,9 @@ from typing import Any
 _NOT_METRICS = {"event", "time", "run", "step", "total", "epoch", "lr", "elapsed", "eta"}
 #: Step-event keys that are not curves (lr is one: it is plotted on request).
 _SERIES_SKIP = _NOT_METRICS - {"lr"}
-#: The reward-like curve to plot beside the loss, first one present wins.
-REWARD_KEYS = ("reward_mean", "reward", "reward_accuracy", "reward_margin")
+#: The reward-like curve to plot beside the loss, first one present wins (held-out accuracy before the
+#: training accuracy: it is the one that says whether the run generalises).
+REWARD_KEYS = ("reward_mean", "reward", "heldout_accuracy", "reward_accuracy", "reward_margin")
 #: Step events kept to measure speed.
 _SPEED_WINDOW = 20
 

@@ -126,3 +126,17 @@ def test_the_jobs_table_fits_without_the_id_column():
     table = jobs_table_html([status])
     assert table.count("<th style") == 8 and "Job id" not in table
     assert "title='job 20260101-000000-abcdef'" in table and "alignment-jobs-scroll" in table
+
+
+def test_the_cpu_preset_starts_with_a_run_that_shows_within_minutes(app):
+    from lib_alignment.jobs.presets import preset_start
+
+    assert preset_start("cpu") == {"max_train_steps": 60, "learning_rate": 2e-3}
+    assert preset_start("24gb") == {}
+    demo, _ = app
+    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_preset")
+    by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, entry.fn("CPU (tiny model)"))}
+    assert by_id[f"{T}_steps"]["value"] == 60 and by_id[f"{T}_learning_rate"]["value"] == 2e-3
+    assert by_id[f"{T}_opt_batch_size"]["value"] == 4
+    by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, entry.fn("24 GB GPU"))}
+    assert "value" not in by_id[f"{T}_steps"]

@@ -20,7 +20,7 @@ import gradio as gr
 from ..jobs import RANK_REFINE, DatasetError, JobBusy, JobConflict, JobNotFound, JobRequest, RequestError, runner_for
 from ..jobs.datasets import data_methods, stage_upload
 from ..jobs.plot import render_curves
-from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options
+from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options, preset_start
 from . import training_view as view
 from .compat import file_path, poll
 from .context import AppContext
@@ -245,12 +245,18 @@ def build(ctx: AppContext) -> None:
                 elem_id=_id("preset"),
             )
             with gr.Row():
-                steps = gr.Number(label="Training steps", value=500, precision=0, elem_id=_id("steps"))
+                first = preset_start(detected)
+                steps = gr.Number(
+                    label="Training steps", value=first.get("max_train_steps", 500), precision=0, elem_id=_id("steps")
+                )
                 learning_rate = gr.Number(
-                    label="Learning rate", value=defaults.learning_rate, elem_id=_id("learning_rate")
+                    label="Learning rate",
+                    value=first.get("learning_rate", defaults.learning_rate),
+                    elem_id=_id("learning_rate"),
                 )
             estimate = gr.Markdown(
-                view.time_estimate(statuses, 500, methods[0], _safe(ctx.model_source) or ""), elem_id=_id("estimate")
+                view.time_estimate(statuses, steps.value, methods[0], _safe(ctx.model_source) or ""),
+                elem_id=_id("estimate"),
             )
             advanced: dict[str, Any] = {}
             method_boxes: dict[str, Any] = {}
@@ -399,10 +405,17 @@ def build(ctx: AppContext) -> None:
     upload.upload(on_upload, inputs=[upload, method, skip_bad_rows], outputs=[dataset_path, report])
 
     def on_preset(label: str) -> list[Any]:
-        options = preset_options(preset_labels.get(label), set(fields))
-        return [gr.update(value=options[n]) if n in options else gr.update() for n in advanced_names]
+        key = preset_labels.get(label)
+        options = preset_options(key, set(fields))
+        start_with = preset_start(key)
+        updates = [gr.update(value=options[n]) if n in options else gr.update() for n in advanced_names]
+        return [
+            *updates,
+            gr.update(value=start_with["max_train_steps"]) if "max_train_steps" in start_with else gr.update(),
+            gr.update(value=start_with["learning_rate"]) if "learning_rate" in start_with else gr.update(),
+        ]
 
-    preset.change(on_preset, inputs=[preset], outputs=advanced_components)
+    preset.change(on_preset, inputs=[preset], outputs=[*advanced_components, steps, learning_rate])
 
     def on_start(
         title: str,

@@ -181,7 +181,9 @@ def test_unload_and_reload_go_through_forges_memory_management(fake_forge, tmp_p
     from modules import sd_models
 
     from lib_alignment import webui_facade as webui
+    from lib_alignment.generation import GenerationSettings
     from lib_alignment.jobs.host import JobHost
+    from lib_alignment.webui_backend import WebUIBackend
 
     cuda = torch.device("cuda")  # a device object only; nothing is allocated on it
     memory_management.torch_device = cuda
@@ -190,12 +192,16 @@ def test_unload_and_reload_go_through_forges_memory_management(fake_forge, tmp_p
     assert not webui.model_on_gpu()
     webui.reload_model()  # nothing loaded yet: left for Forge's next generation
     assert memory_management.calls == []
-    sd_models.forge_model_reload()
+    WebUIBackend().generate(GenerationSettings(prompt="p", steps=2, width=64, height=64, sampler="Euler"), torch.zeros(1, 4, 8, 8))
+    assert webui.model_on_gpu() and len(memory_management.current_loaded_models) == 1  # sampling loaded the UNet
+    webui.unload_model()
+    assert not webui.model_on_gpu()
     webui.reload_model()
     assert webui.model_on_gpu() and len(memory_management.current_loaded_models) == 3
     webui.unload_model()
-    assert not webui.model_on_gpu()
-    assert memory_management.calls == ["load_models_gpu", "unload_all_models", "soft_empty_cache"]
+    assert memory_management.calls == [
+        "load_models_gpu", "unload_all_models", "soft_empty_cache", "load_models_gpu", "unload_all_models", "soft_empty_cache"
+    ]
     host = JobHost(name="forge", output_dir=tmp_path, lora_dir=tmp_path, model_source=str, unload_model=webui.unload_model)
     host.unload_model()  # twice in a row is harmless
     assert not webui.model_on_gpu()

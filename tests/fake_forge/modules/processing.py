@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from backend import memory_management
+
 from . import rng, sd_models, shared
 
 opt_f = 8
@@ -72,6 +74,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             x, self.modified_noise = self.modified_noise, None
         if self.sampler_name and self.sampler_name.endswith(" a"):
             x = x + 0.1 * self.rng.next() + 0.1 * self.rng.next()
+        memory_management.load_models_gpu([self.sd_model.forge_objects.unet])  # Forge's sampling loads the UNet
         lora = float(self.sd_model.forge_objects.unet.lora_weight)
         shade = torch.tensor([len(p) % 7 for p in prompts], dtype=torch.float32).view(-1, 1, 1, 1)
         return torch.tanh(x * (self.cfg_scale / 7.0) + 0.05 * shade + 0.01 * self.steps + 0.3 * lora)

@@ -76,7 +76,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path: Path, pair_
     whole = Trainer(_config(tmp_path / "a", pair_csv, sample_every=2, sample_steps=2, sample_seeds=[3], **randomness), pipe=_fresh_pipe())
     assert whole.train().status == "finished"
     samples = [e for e in read_events(whole.run_dir / "events.jsonl") if e["event"] == "sample"]
-    assert [e["step"] for e in samples] == [2, 4, 6] and all(Path(p).is_file() for e in samples for p in e["paths"])
+    assert [e["step"] for e in samples] == [0, 2, 4, 6] and all(Path(p).is_file() for e in samples for p in e["paths"])
 
     def interrupt_at_step_3(event):
         if event["event"] == "step" and event["step"] == 3:

@@ -615,6 +615,8 @@ class Trainer:
             progress = tqdm(total=total, initial=self.state.step, desc=f"{cfg.method.upper()} {cfg.name}", unit="step", dynamic_ncols=True)
         if self.validator is not None and self.state.step == 0:
             self.validate()
+        if self.is_main and self.sampler is not None and self.config.sample_every and self.state.step == 0:
+            self.save_samples(0)  # the baseline: the base model on the same prompts and seeds
         batches = iter(self.loader)
         session_start = time.time()
         session_steps = 0

@@ -17,16 +17,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-#: Sampler names shown to users → diffusers scheduler class names (deterministic ones first).
-SAMPLERS: dict[str, str] = {
-    "DDIM": "DDIMScheduler",
-    "Euler": "EulerDiscreteScheduler",
-    "DPM++ 2M": "DPMSolverMultistepScheduler",
-    "UniPC": "UniPCMultistepScheduler",
-    "Heun": "HeunDiscreteScheduler",
-    "Euler a": "EulerAncestralDiscreteScheduler",
-}
-ANCESTRAL_SAMPLERS = frozenset({"Euler a"})
+from .samplers import ANCESTRAL_SAMPLERS, SAMPLERS  # noqa: F401 - re-exported: the names live without torch
 
 ProgressCallback = Callable[[int, int], None]
 

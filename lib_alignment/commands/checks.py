@@ -56,7 +56,7 @@ def no_lora_tags(prompt: str, flag: str = "--prompt") -> None:
 
 def generation_options(args: argparse.Namespace) -> None:
     """--steps, --cfg, --size, --sampler and --negative-prompt of the generating commands, all problems in one line."""
-    from ..generation import SAMPLERS
+    from ..samplers import SAMPLERS
 
     problems = []
     if args.steps < 1:

@@ -140,3 +140,10 @@ def test_the_cpu_preset_starts_with_a_run_that_shows_within_minutes(app):
     assert by_id[f"{T}_opt_batch_size"]["value"] == 4
     by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, entry.fn("24 GB GPU"))}
     assert "value" not in by_id[f"{T}_steps"]
+
+
+@pytest.mark.parametrize("method", ["DPO", "KTO", "MaPO", "DDPO"])
+def test_every_default_value_passes_the_field_checks(app, method):
+    demo, _ = app
+    message, *_ = call(demo, "training_tab", "on_start", **{f"{T}_method": method, f"{T}_name": "", f"{T}_dataset": "x.csv"})
+    assert message == "**Not started:** name: give the LoRA a name", message  # the first check after the fields

@@ -395,6 +395,15 @@ class _GivenFirstNoise:
         return getattr(self._fallback, name)
 
 
+def _host_txt2img_params(extra_params: dict[str, Any] | None) -> dict[str, Any]:
+    """txt2img's extra fields, with what the host needs for them: Forge's hires pass reads
+    `hr_additional_modules` as a list (its UI sends ["Use same choices"]) and fails on the default None."""
+    params = dict(extra_params or {})
+    if params.get("enable_hr") and is_forge():
+        params.setdefault("hr_additional_modules", ["Use same choices"])
+    return params
+
+
 def txt2img_with_initial_noise(
     *,
     prompts: list[str],
@@ -413,7 +422,7 @@ def txt2img_with_initial_noise(
 
     Everything the WebUI applies to txt2img applies here: the loaded checkpoint and
     VAE, LoRAs named in the prompt, sampler and scheduler, clip skip, hires fix
-    (through extra_params). Returns (images, final latents on the CPU). All
+    (through extra_params). Returns (images, final latents on the CPU; with hires fix, the first pass's). All
     candidates share `noise_seed`, so an ancestral sampler's per-step noise is the
     same for every candidate and round. Runs under the WebUI's queue lock.
     """
@@ -433,8 +442,14 @@ def txt2img_with_initial_noise(
             # Forge's own sample() draws x = self.rng.next() (ours) and then copies
             # forge_objects_after_applying_lora (the prompt's LoRAs) into forge_objects: calling it keeps both.
             samples = super().sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
-            captured.append(samples.detach().float().cpu())
+            # With hires fix, sample() returns the decoded images (DecodedSamples): keep the first pass's latents.
+            final = samples if isinstance(samples, torch.Tensor) else self.__dict__.pop("_first_pass_latents")
+            captured.append(final.detach().float().cpu())
             return samples
+
+        def sample_hr_pass(self, samples, decoded_samples, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self._first_pass_latents = samples
+            return super().sample_hr_pass(samples, decoded_samples, *args, **kwargs)
 
     p = _Txt2ImgWithNoise(
         sd_model=shared.sd_model,
@@ -450,7 +465,7 @@ def txt2img_with_initial_noise(
         height=height,
         do_not_save_samples=True,
         do_not_save_grid=True,
-        **(extra_params or {}),
+        **_host_txt2img_params(extra_params),
     )
     try:
         with queue_lock():

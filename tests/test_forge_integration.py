@@ -269,3 +269,34 @@ def test_job_on_the_selected_checkpoint_gets_forges_tokenizer(fake_forge, tmp_pa
     assert config["tokenizer"] == str(runner.folder(status.id) / "tokenizer")
     assert ended.state == "finished", runner.log(status.id)
     assert (tmp_path / "loras" / "forge-bare.safetensors").is_file()
+
+
+def test_hires_fix_gets_the_list_forges_hires_pass_reads(fake_forge):
+    """Forge's hires pass tests `'Use same choices' not in p.hr_additional_modules` (default None: TypeError)."""
+    from lib_alignment import webui_facade as webui
+
+    assert webui._host_txt2img_params({"enable_hr": True})["hr_additional_modules"] == ["Use same choices"]
+    assert webui._host_txt2img_params({"enable_hr": True, "hr_additional_modules": []})["hr_additional_modules"] == []
+    assert "hr_additional_modules" not in webui._host_txt2img_params({"hr_scale": 2.0})
+    assert webui._host_txt2img_params(None) == {}
+
+
+def test_hires_fix_runs_through_forges_hires_pass_with_our_noise(fake_forge, tmp_path):
+    from lib_alignment import webui_facade as webui
+    from lib_alignment.generation import noise_from_seed
+
+    _select(_write_checkpoint(tmp_path / "models" / "Stable-diffusion" / "hr.safetensors"))
+    noise = noise_from_seed(2, (2, 4, 8, 8))
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.5}
+    common = dict(negative_prompt="", noise_seed=1, steps=2, cfg_scale=7, width=64, height=64, sampler_name="Euler", batch_size=2)
+    images, latents = webui.txt2img_with_initial_noise(prompts=["p", "p"], initial_noise=noise, extra_params=hires, **common)
+    assert [image.size for image in images] == [(128, 128), (128, 128)] and latents.shape == (2, 4, 8, 8)
+    moved = noise.clone()
+    moved[1] = -moved[1]
+    again, _ = webui.txt2img_with_initial_noise(prompts=["p", "p"], initial_noise=moved, extra_params=hires, **common)
+    assert np.array_equal(np.asarray(images[0]), np.asarray(again[0]))
+    assert not np.array_equal(np.asarray(images[1]), np.asarray(again[1]))
+    with pytest.raises(TypeError):  # what Forge does without the list the facade adds
+        webui.txt2img_with_initial_noise(
+            prompts=["p", "p"], initial_noise=noise, extra_params={**hires, "hr_additional_modules": None}, **common
+        )

@@ -62,10 +62,18 @@ class StableDiffusionProcessing:
         self.closed = True
 
 
+class DecodedSamples(list):
+    already_decoded = True
+
+
 @dataclass(repr=False)
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     enable_hr: bool = False
     hr_scale: float = 2.0
+    hr_upscaler: str = None
+    denoising_strength: float = 0.75
+    hr_second_pass_steps: int = 0
+    hr_additional_modules: list = None
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()
@@ -77,7 +85,19 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         memory_management.load_models_gpu([self.sd_model.forge_objects.unet])  # Forge's sampling loads the UNet
         lora = float(self.sd_model.forge_objects.unet.lora_weight)
         shade = torch.tensor([len(p) % 7 for p in prompts], dtype=torch.float32).view(-1, 1, 1, 1)
-        return torch.tanh(x * (self.cfg_scale / 7.0) + 0.05 * shade + 0.01 * self.steps + 0.3 * lora)
+        samples = torch.tanh(x * (self.cfg_scale / 7.0) + 0.05 * shade + 0.01 * self.steps + 0.3 * lora)
+        if not self.enable_hr:
+            return samples
+        "Use same choices" in self.hr_additional_modules  # noqa: B015 - Forge's own test; None raises TypeError
+        return self.sample_hr_pass(samples, None, seeds, subseeds, subseed_strength, prompts)
+
+    def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
+        """Forge's hires pass: upscaled latents, fresh ImageRNG noise, second sampling, then decoded images."""
+        scale = int(self.hr_scale)
+        upscaled = torch.nn.functional.interpolate(samples, scale_factor=scale, mode="nearest")
+        self.rng = rng.ImageRNG(upscaled.shape[1:], seeds)
+        second = torch.tanh(upscaled + self.denoising_strength * 0.1 * self.rng.next())
+        return DecodedSamples(_decode_tensor(second))
 
 
 @dataclass
@@ -88,9 +108,13 @@ class Processed:
     info: str = ""
 
 
-def _decode(samples):
+def _decode_tensor(samples):
     rgb = torch.stack([samples[:, 0], samples[:, 1], samples[:, 2] - samples[:, 3]], dim=1)
-    rgb = torch.nn.functional.interpolate(rgb, scale_factor=opt_f, mode="nearest")
+    return list(torch.nn.functional.interpolate(rgb, scale_factor=opt_f, mode="nearest"))
+
+
+def _decode(samples):
+    rgb = torch.stack(list(samples)) if isinstance(samples, DecodedSamples) else torch.stack(_decode_tensor(samples))
     arrays = ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arrays]
 

@@ -74,3 +74,11 @@ def test_train_reports_a_missing_column_before_loading_the_model(tmp_path, capsy
     assert rc == 2 and "Traceback" not in err
     assert "pairs.csv" in err and "column" in err.lower(), err
     assert not (tmp_path / "loras").exists() or not any((tmp_path / "loras").rglob("*.safetensors"))
+
+
+def test_evaluate_checks_its_lora_steps_and_folder_first(tmp_path, capsys):
+    (tmp_path / "not-a-lora.safetensors").write_bytes(b"\x00" * 64)
+    (tmp_path / "afile").write_text("x")
+    base = ["evaluate", "--judge", "brightness", "--prompts", "a red circle", "--model", "tiny-random"]
+    assert "--lora" in _error(capsys, [*base, "--lora", str(tmp_path / "not-a-lora.safetensors")])
+    assert "no such file" in _error(capsys, [*base, "--lora", str(tmp_path / "missing.safetensors")])

@@ -44,9 +44,20 @@ def _prompts(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.lora.is_file():
-        raise SystemExit(f"evaluate: --lora {args.lora} does not exist")
+    from . import checks
+
+    checks.lora_file(args.lora)  # a real LoRA file, checked before anything loads
+    checks.model_source(args.model)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1 (got {args.steps})")
+    if args.cfg_scale < 0:
+        raise ValueError(f"--cfg must be at least 0 (got {args.cfg_scale:g})")
+    if args.pairs_out is not None:
+        checks.output_folder(args.pairs_out, "--pairs-out")
     prompts = _prompts(args)
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
     from ..generation import DiffusersBackend
     from ..jobs.compare import before_after_images
     from ..models import load_pipeline

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="blind A/B test of a LoRA against the base model, judged by an oracle or reward")
     parser.add_argument("--lora", type=Path, required=True, help="the LoRA .safetensors to test")
     parser.add_argument("--weight", type=float, default=1.0, help="LoRA weight (default 1)")
-    parser.add_argument("--prompts", nargs="+", default=None, help="prompts (default: the LoRA card's sample prompts are not known: give them)")
+    parser.add_argument("--prompts", nargs="+", default=None, help="prompts to render (or --prompts-file)")
     parser.add_argument("--prompts-file", type=Path, default=None, help="a text file, one prompt per line")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--judge", required=True, help="an oracle or reward: brightness, colourfulness, color:VALUE, jpeg_size, clip:DIR, aesthetic:W,DIR, package.module:function")

@@ -134,6 +134,25 @@ def test_missing_tokenizer_gives_a_clear_error(exported, tmp_path):
     assert "openai/clip-vit-large-patch14" in message
 
 
+def test_tokenizer_from_the_forge_install_the_extension_sits_in(exported, tiny_random_pipe, tmp_path, monkeypatch):
+    """Forge ships CLIP tokenizers in backend/huggingface/<repo>/; a checkpoint with none nearby uses them."""
+    checkpoint = _copy_checkpoint(exported, tmp_path / "models")
+    text_dir = tmp_path / "models" / "te"
+    text_dir.mkdir()
+    shutil.copyfile(exported.text_encoder_dir / "config.json", text_dir / "config.json")
+    _edit_yaml(checkpoint.with_suffix(".yaml"), lambda d: d["model"]["params"]["cond_stage_config"]["params"].update(version=str(text_dir)))
+    webui = tmp_path / "forge"
+    write_tokenizer_files(webui / "backend" / "huggingface" / "runwayml" / "stable-diffusion-v1-5" / "tokenizer")
+    extension = webui / "extensions" / "sd-webui-alignment"
+    assert tokenizer_module.host_tokenizer_folders(extension.parent.parent)[0].parts[-3:] == ("openai", "clip-vit-large-patch14", "tokenizer")
+    assert tokenizer_module.host_tokenizer_folders(tmp_path / "not-a-webui") == []
+    real = tokenizer_module.host_tokenizer_folders
+    monkeypatch.setattr(tokenizer_module, "host_tokenizer_folders", lambda webui_root=None: real(webui))
+    loaded = load_pipeline(checkpoint, device="cpu")
+    prompt = "a small green triangle"
+    assert loaded.tokenizer(prompt).input_ids == tiny_random_pipe.tokenizer(prompt).input_ids
+
+
 def test_tokenizer_folder_and_object_options(exported, tiny_random_pipe, tmp_path):
     """The yaml's text-encoder folder has no tokenizer here, so only the option can supply it."""
     checkpoint = _copy_checkpoint(exported, tmp_path / "models")

@@ -8,7 +8,9 @@ serves any slot; the slot's config from the config folder decides the rest.
 Sources, first found wins: a tokenizer object handed over (used as is for the
 first slot), a folder given by the user (`<folder>/<slot>/` or the folder
 itself), the config folder (filled from the text-encoder folder a yaml names),
-and the Hugging Face cache the WebUI already filled (`CACHE_REPOS`). A folder
+the tokenizer folders Forge ships in its own tree (`backend/huggingface/<repo>/`,
+when this extension sits in a Forge install), and the Hugging Face cache the
+WebUI already filled (`CACHE_REPOS`). A folder
 with only tokenizer.json (what transformers 5 saves) is loaded as it is.
 """
 
@@ -77,10 +79,26 @@ def _vocab_source(slot: str, folder: Path | None, obj: Any, config_dir: Path, tm
             save_bpe_files(obj, saved)
         candidates.append(saved)
     candidates.append(config_dir / slot)
+    candidates += host_tokenizer_folders()
     for candidate in candidates:
         if all((candidate / name).is_file() for name in VOCAB_FILES) or (candidate / "tokenizer.json").is_file():
             return candidate
     return find_in_hf_cache(tmp)
+
+
+def host_tokenizer_folders(webui_root: Path | None = None) -> list[Path]:
+    """Forge's own copies of the CLIP tokenizers (`<webui>/backend/huggingface/<repo>/<subfolder>`).
+
+    webui_root: default, the WebUI this extension is installed in (`<webui>/extensions/<ext>/`)."""
+    if webui_root is None:
+        extension = Path(__file__).resolve().parents[2]
+        if extension.parent.name != "extensions":
+            return []
+        webui_root = extension.parent.parent
+    tree = webui_root / "backend" / "huggingface"
+    if not tree.is_dir():
+        return []
+    return [tree / repo / (subfolder or "tokenizer") for repo, subfolder in CACHE_REPOS]
 
 
 def save_bpe_files(tokenizer: Any, folder: Path) -> None:
@@ -156,6 +174,8 @@ def _missing_message(checkpoint: Path, slot: str, folder: Path | None, config_di
     if folder is not None:
         looked.append(f"the tokenizer folder {folder} (and {folder / slot})")
     looked.append(f"{config_dir / slot}")
+    if host_tokenizer_folders():
+        looked.append("the WebUI's backend/huggingface folders")
     looked.append("the Hugging Face cache (" + ", ".join(sorted({repo for repo, _ in CACHE_REPOS})) + ")")
     return (
         f"{checkpoint}: no CLIP tokenizer files (vocab.json, merges.txt) found for its {slot}; looked in "

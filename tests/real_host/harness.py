@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -117,6 +118,10 @@ class RealHost:
         return self.webui / "models" / "Stable-diffusion" / self.kit.checkpoint
 
     @property
+    def extension_dir(self) -> Path:
+        return self.webui / "extensions" / EXTENSION_NAME
+
+    @property
     def alignment_dir(self) -> Path:
         return self.webui / "outputs" / "alignment"
 
@@ -210,6 +215,39 @@ class RealHost:
         assert response.status_code == 200, response.text[:2000]
         return decode_image(response.json()["images"][0])
 
+    def generate_cli(self, out: Path, prompt: str = "a red circle") -> Any:
+        """`python -m lib_alignment generate` on the WebUI's checkpoint, with the WebUI's Python, from the
+        installed extension's folder (as a job runs); returns the image's RGB pixels as a numpy array."""
+        import numpy as np
+        from PIL import Image
+
+        run = subprocess.run(
+            [
+                str(self.python), "-m", "lib_alignment", "generate", "--model", str(self.checkpoint),
+                "--prompt", prompt, "--steps", "2", "--size", "64", "--out", str(out),
+            ],
+            cwd=self.extension_dir, capture_output=True, text=True, timeout=900,
+            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        with Image.open(out) as image:
+            return np.asarray(image.convert("RGB")).astype(int)
+
+    def start_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /alignment/v1/jobs; the new job's body (fails the test with the answer otherwise)."""
+        response = self.post("/alignment/v1/jobs", json=body)
+        assert response.status_code == 200, response.text[:3000]
+        return response.json()
+
+    def refine(self, prompt: str, seed: int = 21, steps: int = 4, m: int = 4) -> dict[str, Any]:
+        """Start a Rank & Refine session at 64x64 with Euler; its first round."""
+        response = self.post(
+            "/alignment/v1/refine",
+            json={"prompt": prompt, "seed": seed, "steps": steps, "width": 64, "height": 64, "m": m, "sampler_name": "Euler"},
+        )
+        assert response.status_code == 200, response.text[:2000]
+        return response.json()
+
     def poll_job(self, job_id: str, done: Any = None, timeout: float = 600) -> dict[str, Any]:
         """GET the job until `done(body)` (default: a final state); its body."""
         done = done or (lambda body: body["state"] not in ("queued", "running", "cancelling"))
@@ -221,6 +259,12 @@ class RealHost:
             if time.time() > deadline:
                 raise AssertionError(f"job {job_id} still {body.get('state')} after {timeout:.0f}s: {body}")
             time.sleep(1)
+
+
+def tracebacks_naming_the_extension(log: str) -> list[str]:
+    """Every traceback in a WebUI log that passes through this extension's code."""
+    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", log, flags=re.S)
+    return [block for block in blocks if EXTENSION_NAME in block or "lib_alignment" in block]
 
 
 def decode_image(b64: str) -> Any:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .harness import ROOT, host_pins, installed_versions, unmet_pins
+from .harness import decode_image, host_pins, installed_versions, tracebacks_naming_the_extension, unmet_pins
 
 pytestmark = [pytest.mark.real_host, pytest.mark.slow]
 TAG = "[lib_alignment]"
@@ -28,11 +27,6 @@ def _segments(log: str) -> list[str]:
     return [part for part in re.split(r"\n===== real-host start \d+ .*=====\n", log) if part.strip()]
 
 
-def _tracebacks_naming_the_extension(log: str) -> list[str]:
-    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", log, flags=re.S)
-    return [b for b in blocks if "sd-webui-alignment" in b or "lib_alignment" in b]
-
-
 def test_start_up_shows_both_tabs_and_install_adds_only_what_is_missing(a1111_host):
     config = a1111_host.get("/config").json()
     tabs = {c["props"].get("label"): c["props"].get("elem_id") for c in config["components"] if c.get("type") == "tabitem"}
@@ -40,7 +34,7 @@ def test_start_up_shows_both_tabs_and_install_adds_only_what_is_missing(a1111_ho
     assert tabs["Rank & Refine"].startswith("tab_") and tabs["Alignment Training"].startswith("tab_")
 
     first = _segments(a1111_host.log_text())[0]
-    assert not _tracebacks_naming_the_extension(first), first[-3000:]
+    assert not tracebacks_naming_the_extension(first), first[-3000:]
     assert "Installing requirements" not in first  # nothing of A1111's own pins moved
     before, after = a1111_host.versions_before, installed_versions(a1111_host.python)
     changed = {name: (before[name], after.get(name)) for name in before if after.get(name) != before[name]}
@@ -64,30 +58,15 @@ def test_extension_routes_follow_the_api_auth(a1111_host):
     assert body["model"].endswith("tiny-harness.safetensors")
 
 
-def _refine(host, prompt: str, seed: int = 21) -> dict:
-    response = host.post(
-        "/alignment/v1/refine",
-        json={"prompt": prompt, "seed": seed, "steps": 4, "width": 64, "height": 64, "m": 4, "sampler_name": "Euler"},
-    )
-    assert response.status_code == 200, response.text[:2000]
-    return response.json()
-
-
-def _pixels(b64: str) -> np.ndarray:
-    from .harness import decode_image
-
-    return decode_image(b64)
-
-
 def test_rank_and_refine_runs_on_the_webui_sampler_with_a_lora_in_the_prompt(a1111_host):
     lora = a1111_host.kit.lora
-    plain = _refine(a1111_host, f"a red circle <lora:{lora}:0>")
-    with_lora = _refine(a1111_host, f"a red circle <lora:{lora}:1>")
+    plain = a1111_host.refine(f"a red circle <lora:{lora}:0>")
+    with_lora = a1111_host.refine(f"a red circle <lora:{lora}:1>")
     assert len(with_lora["images"]) == 4
-    difference = np.abs(_pixels(plain["current"]) - _pixels(with_lora["current"])).mean()
+    difference = np.abs(decode_image(plain["current"]) - decode_image(with_lora["current"])).mean()
     assert difference > 1.0, f"the LoRA in the prompt changed the image by only {difference:.2f}/255"
-    again = _refine(a1111_host, f"a red circle <lora:{lora}:1>")
-    assert np.array_equal(_pixels(again["current"]), _pixels(with_lora["current"]))  # same seed, same image
+    again = a1111_host.refine(f"a red circle <lora:{lora}:1>")
+    assert np.array_equal(decode_image(again["current"]), decode_image(with_lora["current"]))  # same seed, same image
 
     session = with_lora["id"]
     ranked = a1111_host.post(f"/alignment/v1/refine/{session}/rank", json={"order": [2, 0], "round": 1})
@@ -113,12 +92,6 @@ def _toy_data(tmp: Path) -> dict[str, Path]:
     return {"pairs": make_toy_pairs(tmp / "pairs", 4, resolution=64), "kto": make_toy_kto(tmp / "kto", 4, resolution=64)}
 
 
-def _start_job(host, body: dict) -> dict:
-    response = host.post("/alignment/v1/jobs", json=body)
-    assert response.status_code == 200, response.text[:3000]
-    return response.json()
-
-
 @pytest.mark.parametrize(
     ("method", "extra"),
     [
@@ -138,7 +111,7 @@ def test_training_on_the_loaded_checkpoint_makes_a_lora_the_webui_uses(a1111_hos
         }
     else:
         body["dataset"] = str(_toy_data(tmp_path_factory.mktemp(method))["pairs" if method == "dpo" else "kto"])
-    job = _start_job(host, body)
+    job = host.start_job(body)
     assert job["model"] == str(host.checkpoint)
     done = host.poll_job(job["id"])
     assert done["state"] == "finished", json.dumps(done)[:4000]
@@ -199,7 +172,7 @@ def test_cancel_and_resume_inside_the_webui(a1111_host, tmp_path):
     host = a1111_host
     data = _toy_data(tmp_path)["pairs"]
     options = {**TRAIN_OPTIONS, "max_train_steps": 400, "checkpoint_every": 2}
-    job = _start_job(host, {"method": "dpo", "name": "rh-cancel", "dataset": str(data), "preset": "cpu", "options": options})
+    job = host.start_job({"method": "dpo", "name": "rh-cancel", "dataset": str(data), "preset": "cpu", "options": options})
     host.poll_job(job["id"], done=lambda b: (b.get("step") or 0) >= 3, timeout=300)
     assert host.post(f"/alignment/v1/jobs/{job['id']}/cancel").status_code == 200
     cancelled = host.poll_job(job["id"])
@@ -218,7 +191,7 @@ def test_a_webui_restart_while_a_job_runs_finds_the_job_again(a1111_host, tmp_pa
     host = a1111_host
     data = _toy_data(tmp_path)["pairs"]
     options = {**TRAIN_OPTIONS, "max_train_steps": 60}
-    job = _start_job(host, {"method": "dpo", "name": "rh-restart", "dataset": str(data), "preset": "cpu", "options": options})
+    job = host.start_job({"method": "dpo", "name": "rh-restart", "dataset": str(data), "preset": "cpu", "options": options})
     host.poll_job(job["id"], done=lambda b: (b.get("step") or 0) >= 1, timeout=300)
     host.restart()
     response = host.get(f"/alignment/v1/jobs/{job['id']}")
@@ -232,23 +205,10 @@ def test_a_webui_restart_while_a_job_runs_finds_the_job_again(a1111_host, tmp_pa
     second_start = _segments(host.log_text())[-1]
     assert "is missing: installing" not in second_start, second_start[-2000:]  # install.py: nothing to do
     assert "Installing requirements" not in second_start
-    assert not _tracebacks_naming_the_extension(host.log_text())
+    assert not tracebacks_naming_the_extension(host.log_text())
 
 
 def test_generate_cli_loads_the_webui_checkpoint_in_the_webui_python(a1111_host, tmp_path):
     """The checkpoint stores position_ids as float (as many community files do); under A1111's
     transformers 4.30.2 that once failed with 'Expected tensor for argument #1 indices ... Long'."""
-    out = tmp_path / "generated.png"
-    run = subprocess.run(
-        [
-            str(a1111_host.python), "-m", "lib_alignment", "generate", "--model", str(a1111_host.checkpoint),
-            "--prompt", "a red circle", "--steps", "2", "--size", "64", "--out", str(out),
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    from PIL import Image
-
-    with Image.open(out) as image:
-        assert np.asarray(image).std() > 1.0
+    assert a1111_host.generate_cli(tmp_path / "generated.png").std() > 1.0

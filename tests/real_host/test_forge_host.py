@@ -17,17 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .harness import decode_image, host_pins, installed_versions, unmet_pins
+from .harness import decode_image, host_pins, installed_versions, tracebacks_naming_the_extension, unmet_pins
 
 pytestmark = [pytest.mark.real_host, pytest.mark.slow]
 TRAIN_OPTIONS = {"max_train_steps": 2, "learning_rate": 5e-3, "resolution": 64, "sample_steps": 2, "batch_size": 2}
 LORA_LOADED = re.compile(r"\[LORA\] Loaded (\S+) for (KModel-UNet|KModel-CLIP) with (\d+) keys at weight [0-9.]+ \(skipped (\d+) keys\)")
 LORA_MISMATCH = ("[LORA] Mismatch", "LoRA version mismatch", "with unmatched keys")
-
-
-def _tracebacks_naming_the_extension(log: str) -> list[str]:
-    blocks = re.findall(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", log, flags=re.S)
-    return [b for b in blocks if "sd-webui-alignment" in b or "lib_alignment" in b]
 
 
 def _lora_lines(log: str, name: str) -> list[tuple[str, int, int]]:
@@ -41,7 +36,7 @@ def test_before_the_first_generation_the_selected_checkpoint_is_the_model(forge_
     assert "Rank & Refine" in tabs and "Alignment Training" in tabs, sorted(tabs)
     log = forge_host.log_text()
     assert "Model selected:" in log and "Loading Model:" not in log  # Forge has not loaded it yet
-    assert not _tracebacks_naming_the_extension(log), log[-3000:]
+    assert not tracebacks_naming_the_extension(log), log[-3000:]
     assert "Installing requirements" not in log
     wrong = unmet_pins(host_pins(forge_host.webui), installed_versions(forge_host.python))
     assert not wrong, f"pins not met after start-up: {wrong}"
@@ -52,12 +47,6 @@ def test_before_the_first_generation_the_selected_checkpoint_is_the_model(forge_
     assert health.json()["host"] == "forge" and health.json()["model"] == str(forge_host.checkpoint)
 
 
-def _start_job(host, body: dict) -> dict:
-    response = host.post("/alignment/v1/jobs", json=body)
-    assert response.status_code == 200, response.text[:3000]
-    return response.json()
-
-
 def _train(host, tmp: Path, method: str, unload: bool = False) -> tuple[dict, Path]:
     """A 2-step job on the checkpoint Forge has (loaded or selected); the finished job and its folder."""
     from lib_alignment.training.data.synthetic import make_toy_kto, make_toy_pairs
@@ -65,7 +54,7 @@ def _train(host, tmp: Path, method: str, unload: bool = False) -> tuple[dict, Pa
     data = make_toy_pairs(tmp, 4, resolution=64) if method == "dpo" else make_toy_kto(tmp, 4, resolution=64)
     body = {"method": method, "name": f"rh-forge-{method}", "preset": "cpu", "dataset": str(data), "options": dict(TRAIN_OPTIONS)}
     started = time.time()
-    job = _start_job(host, {**body, "unload_webui_model": unload})
+    job = host.start_job({**body, "unload_webui_model": unload})
     assert job["model"] == str(host.checkpoint)
     done = host.poll_job(job["id"])
     assert done["state"] == "finished", json.dumps(done)[:4000]
@@ -89,30 +78,21 @@ def test_a_job_before_forge_loads_the_model_gets_forges_own_tokenizer(forge_host
     assert "Loading Model:" not in forge_host.log_text()  # the job did not make Forge load its model
 
 
-def _refine(host, prompt: str, seed: int = 21) -> dict:
-    response = host.post(
-        "/alignment/v1/refine",
-        json={"prompt": prompt, "seed": seed, "steps": 3, "width": 64, "height": 64, "m": 3, "sampler_name": "Euler"},
-    )
-    assert response.status_code == 200, response.text[:2000]
-    return response.json()
-
-
 def test_rank_and_refine_runs_on_forges_sampler_with_a_lora_in_the_prompt(forge_host):
     host = forge_host
     lora = host.kit.lora
     offset = len(host.log_text())
-    plain = _refine(host, f"a red circle <lora:{lora}:0>")  # the first generation: Forge loads the model here
+    plain = host.refine(f"a red circle <lora:{lora}:0>", steps=3, m=3)  # the first generation: Forge loads the model here
     assert "Model loaded in" in host.log_text()[offset:]
     offset = len(host.log_text())
-    with_lora = _refine(host, f"a red circle <lora:{lora}:1>")
+    with_lora = host.refine(f"a red circle <lora:{lora}:1>", steps=3, m=3)
     assert len(with_lora["images"]) == 3
     difference = np.abs(decode_image(plain["current"]) - decode_image(with_lora["current"])).mean()
     print(f"[forge] Rank & Refine <lora:{lora}:1> vs :0: mean |diff| {difference:.2f}/255")
     assert difference > 1.0, f"the LoRA in the prompt changed the image by only {difference:.2f}/255"
     log = host.log_text()[offset:]
     assert {part for part, _, skipped in _lora_lines(log, lora) if skipped == 0} == {"KModel-UNet", "KModel-CLIP"}, log[-3000:]
-    again = _refine(host, f"a red circle <lora:{lora}:1>")
+    again = host.refine(f"a red circle <lora:{lora}:1>", steps=3, m=3)
     assert np.array_equal(decode_image(again["current"]), decode_image(with_lora["current"]))
 
     session = with_lora["id"]
@@ -151,4 +131,10 @@ def test_the_trained_loras_are_listed_and_forge_applies_them(forge_host, method)
 
 
 def test_no_extension_traceback_in_forges_log(forge_host):
-    assert not _tracebacks_naming_the_extension(forge_host.log_text())
+    assert not tracebacks_naming_the_extension(forge_host.log_text())
+
+
+def test_generate_cli_on_forges_checkpoint_finds_forges_tokenizer(forge_host, tmp_path):
+    """No --tokenizer: the checkpoint carries none and the HF cache is empty; Forge's own
+    backend/huggingface copy is found from the installed extension's folder."""
+    assert forge_host.generate_cli(tmp_path / "generated.png").std() > 1.0

@@ -5,17 +5,27 @@ from __future__ import annotations
 from lib_alignment.jobs.runner import clean_log_lines, log_tail
 
 
-def test_noise_is_dropped_and_real_warnings_kept(capfd):
+def test_noise_is_dropped_and_real_warnings_kept():
+    import io
+    import logging
+
     from diffusers.utils import logging as diffusers_logging
 
     from lib_alignment.quiet import quiet_libraries
 
-    quiet_libraries()
-    log = diffusers_logging.get_logger("diffusers.models.modeling_utils")
-    log.warning("There are modules in UNet2DConditionModel that should be kept in float32: []. Casting directly")
-    log.warning("No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. Open an issue")
-    log.warning("the checkpoint has unexpected keys: foo")
-    err = capfd.readouterr().err
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)  # beside diffusers' own stderr handler, which gets the same filter
+    root = diffusers_logging.get_logger()
+    root.addHandler(handler)
+    try:
+        quiet_libraries()
+        log = diffusers_logging.get_logger("diffusers.models.modeling_utils")
+        log.warning("There are modules in UNet2DConditionModel that should be kept in float32: []. Casting directly")
+        log.warning("No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. Open an issue")
+        log.warning("the checkpoint has unexpected keys: foo")
+    finally:
+        root.removeHandler(handler)
+    err = stream.getvalue()
     assert "float32: []" not in err and "No LoRA keys" not in err
     assert "unexpected keys: foo" in err
 

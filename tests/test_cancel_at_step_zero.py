@@ -57,7 +57,7 @@ def test_the_cancel_message_and_another_jobs_grid_do_not_linger(tmp_path: Path):
     from ui_handlers import build_app, handler
 
     demo = build_app(tmp_path / "app")
-    tick = handler(demo, "training_tab", "on_tick")
+    tick = handler(demo, "training_tab", "on_refresh")  # the poll's renderer (gradio 3.41 wraps the poll's own fn)
     ids = [getattr(c, "elem_id", None) for c in tick.outputs]
     # the page last showed job A's grid and a "Cancelling…" note; job A is gone, nothing is cancelling any more
     out = tick.fn(None, {"compare_job": "A", "grid_job": "A", "job_key": ("A", 1, 0, "cancelling")})

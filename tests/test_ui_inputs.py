@@ -7,7 +7,7 @@ import pytest
 from lib_alignment.ui.fields import FieldError, number
 from lib_alignment.ui.training_options import option_label, start_numbers
 
-from ui_handlers import build_app, call
+from ui_handlers import build_app, call, handler
 
 T = "alignment_training"
 R = "alignment_rank_refine"
@@ -58,8 +58,7 @@ def test_an_empty_advanced_number_is_refused_with_its_label(app):
 
 def test_advanced_settings_have_readable_labels(app):
     demo, _ = app
-    fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
-    start = next(f for f in fns if f.fn.__name__ == "on_start" and f.fn.__module__.endswith("training_tab"))
+    start = handler(demo, "training_tab", "on_start")
     labels = [c.label for c in start.inputs if (c.elem_id or "").startswith(f"{T}_opt_")]
     assert labels and "LoRA rank" in labels and "KTO weight of liked images (λ_D)" in labels
     assert not [label for label in labels if "_" in label.replace("λ_", "")], labels
@@ -91,11 +90,11 @@ def _update(value):
 def test_the_dataset_report_hides_for_ddpo_and_clears_on_a_new_source(app):
     demo, _ = app
     out = call(demo, "training_tab", "on_method", **{f"{T}_method": "DDPO"})
-    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_method")
+    entry = handler(demo, "training_tab", "on_method")
     by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, out)}
     assert by_id[f"{T}_report"]["visible"] is False and by_id[f"{T}_report"]["value"] == ""
     out = call(demo, "training_tab", "on_source", **{f"{T}_source": "Upload"})
-    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_source")
+    entry = handler(demo, "training_tab", "on_source")
     by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, out)}
     assert by_id[f"{T}_check"]["visible"] is False and by_id[f"{T}_report"]["value"] == ""
 
@@ -134,7 +133,7 @@ def test_the_cpu_preset_starts_with_a_run_that_shows_within_minutes(app):
     assert preset_start("cpu") == {"max_train_steps": 60, "learning_rate": 2e-3}
     assert preset_start("24gb") == {}
     demo, _ = app
-    entry = next(f for f in (demo.fns.values() if isinstance(demo.fns, dict) else demo.fns) if f.fn.__name__ == "on_preset")
+    entry = handler(demo, "training_tab", "on_preset")
     by_id = {c.elem_id: _update(v) for c, v in zip(entry.outputs, entry.fn("CPU (tiny model)"))}
     assert by_id[f"{T}_steps"]["value"] == 60 and by_id[f"{T}_learning_rate"]["value"] == 2e-3
     assert by_id[f"{T}_opt_batch_size"]["value"] == 4

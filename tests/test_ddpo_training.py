@@ -138,7 +138,8 @@ def test_reward_target_stops_the_run_before_training_on_that_epoch(tmp_path: Pat
     events = read_events(trainer.run_dir / "events.jsonl")
     assert events[-1]["event"] == "done" and events[-1]["reason"] == "target_reached"
     assert any("reward target" in e.get("message", "") for e in events if e["event"] == "status")
-    assert Path(result.outputs["lora"]).is_file()
+    assert result.outputs.get("lora") is None  # no step was taken: no LoRA is exported (issue 15)
+    assert not list(tmp_path.rglob("*.safetensors"))
 
 
 def test_command_line_names_missing_and_bad_ddpo_options(tmp_path: Path, capsys):

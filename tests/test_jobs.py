@@ -343,6 +343,14 @@ def test_rank_and_refine_rankings_are_a_dataset(tmp_path):
     assert report.counts["pairs"] == (1 + 2 * 2) + 3  # top-2 of 4: k(k-1)/2 + k(m-k); full ranking of 3: 3
     kto = runner.check_dataset(RANK_REFINE, "kto")
     assert not kto.blocking and kto.counts["desirable"] == 2 and kto.counts["undesirable"] == 3
+    mixed = runner.check_dataset(RANK_REFINE, "listwise")  # a top-2 round has no full ranking: its pairs
+    assert not mixed.blocking and mixed.counts.get("rows") == 8, mixed.counts
+    import shutil
+
+    shutil.rmtree(refine / ("a" * 32))
+    _refine_session(refine / ("c" * 32), "a green triangle", m=3, order=[0, 2, 1])
+    listwise = runner.check_dataset(RANK_REFINE, "listwise")  # every round fully ranked: whole rankings
+    assert not listwise.blocking and listwise.counts.get("rows") == 2, listwise.counts
 
 
 def test_uploads_are_unpacked_safely_and_checked(tmp_path, toy_data):

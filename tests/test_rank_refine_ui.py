@@ -192,6 +192,11 @@ def test_rounds_by_clicks(page):
         set_component_value(driver, f"{ID}_{name}", value)
     driver.find_element(By.ID, f"{ID}_start").click()
     _wait_round(driver, 1, 90)
+    in_view = "var b = document.querySelector('.alignment-board').getBoundingClientRect(); return [b.top, window.innerHeight];"
+    wait_for(  # Start sits below the fold at 1400x1000: the board it fills is brought into view
+        lambda: (lambda top, h: -2 <= top < h * 0.5)(*driver.execute_script(in_view)), 10, "the board in view",
+        describe=lambda: driver.execute_script(in_view),
+    )
     first = _state(driver)
     assert len(first["srcs"]) == 6 and len(set(first["srcs"])) == 6
     assert (out / "refine" / first["session"] / "session.json").is_file()

@@ -87,7 +87,13 @@ def export_rank_refine(output_dir: Path, target: Path, method: str) -> Path:
         raise DatasetError(
             _report(str(root), f"none of the {len(folders)} Rank & Refine session(s) has a ranked round yet", "too_few")
         )
-    return exported.kto_csv if method == "kto" else exported.pairs_csv
+    if method == "kto":
+        return exported.kto_csv
+    if method == "listwise" and exported.rankings_csv is not None and exported.rankings == exported.rounds:
+        # whole rankings keep the order pairs throw away; when some rounds ranked only the best (or m
+        # changed) the rankings file lacks them, and the pairs (rankings of two) lose nothing
+        return exported.rankings_csv
+    return exported.pairs_csv
 
 
 # ------------------------------------------------------------------ uploads

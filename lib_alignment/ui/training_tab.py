@@ -19,7 +19,7 @@ import gradio as gr
 
 from ..jobs import RANK_REFINE, DatasetError, JobBusy, JobConflict, JobNotFound, JobRequest, RequestError, runner_for
 from ..jobs.datasets import data_methods, stage_upload
-from ..jobs.plot import render_curves
+from ..jobs.plot import render_health
 from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options, preset_start
 from . import training_view as view
 from .compat import file_path, poll
@@ -308,7 +308,7 @@ def build(ctx: AppContext) -> None:
                     "Load the WebUI's model back", visible=ctx.in_webui, elem_id=_id("reload_model")
                 )
             action_message = gr.Markdown(elem_id=_id("action_message"))
-            plot = gr.Image(label="Loss and reward", type="pil", interactive=False, height=270, elem_id=_id("plot"))
+            plot = gr.Image(label="Training health: loss, accuracy, margin, drift", type="pil", interactive=False, height=270, elem_id=_id("plot"))
             samples = gr.Gallery(label="Samples (newest first)", columns=8, height=220, elem_id=_id("samples"))
             log = gr.Textbox(
                 label="Log", lines=8, max_lines=8, interactive=False, elem_id=_id("log"), elem_classes=["alignment-log"]
@@ -692,12 +692,13 @@ def _model_text(ctx: AppContext) -> str:
 def _plot(runner: Any, status: Any) -> Any:
     if status is None:
         return None
+    """Loss, then every health curve the run has (held-out accuracy, margin, drift, gradient norm...)."""
     summary = runner.summary(status.id)
-    names = ["loss"]
+    names = ["loss", *summary.health_keys()]
     reward_key = summary.reward_key()
-    if reward_key:
-        names.append(reward_key)
-    return render_curves(summary.series, names, total=status.total)
+    if reward_key and reward_key not in names:
+        names.insert(1, reward_key)
+    return render_health(summary.series, names, total=status.total)
 
 
 def _sample_images(status: Any, limit: int = 8) -> list[Any]:

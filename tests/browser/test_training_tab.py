@@ -157,10 +157,36 @@ def test_dpo_job_from_the_tab_runs_cancels_resumes_and_lists_its_lora(tmp_path, 
             "the LoRA card with its preview",
         )
         assert "Finished" in _text(driver, f"{ID}_jobs")
+        log_view = (
+            "var t = document.querySelector('#alignment_training_log textarea');"
+            "return t ? [t.scrollTop, t.clientHeight, t.scrollHeight, t.value] : null;"
+        )
+        top, visible, height, text = wait_for(lambda: driver.execute_script(log_view), 30, "the log box")
+        assert height > visible and top + visible >= height - 4, (top, visible, height)  # it overflows and shows its end
+        assert "\x1b[" not in text and "[A" not in text  # no terminal escape codes
+        assert jobs_table_fits(driver), "the jobs table needs horizontal scrolling at 1400 px"
         driver.save_screenshot(str(shots / "training-tab-finished.png"))
+
+        # the chosen method survives a reload
+        driver.execute_script(
+            "Array.from(document.querySelectorAll('#' + arguments[0] + ' label')).filter(l => l.innerText.trim() === 'KTO')[0].click();",
+            f"{ID}_method",
+        )
+        _open_tab(driver, url)
+        checked = "var i = document.querySelector('#' + arguments[0] + ' input[type=radio]:checked'); return i ? i.value : null;"
+        wait_for(lambda: driver.execute_script(checked, f"{ID}_method") == "KTO", 30, "KTO chosen again after the reload",
+                 describe=lambda: driver.execute_script(checked, f"{ID}_method"))
     assert (out / "loras" / "browser-dpo.preview.png").is_file()
     [job] = [j for j in _jobs_from_folder(out)]
     assert job["attempts"][-1]["resumed"] is True
+
+
+def jobs_table_fits(driver) -> bool:
+    """The jobs table is no wider than the box that holds it (no horizontal scrolling)."""
+    return driver.execute_script(
+        "var t = document.querySelector('#alignment_training_jobs table'); if (!t) return false;"
+        "var box = t.parentElement; return t.scrollWidth <= box.clientWidth + 1;"
+    )
 
 
 def _jobs_from_folder(out: Path) -> list:

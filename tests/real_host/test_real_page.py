@@ -1,7 +1,5 @@
-"""The extension's tabs in the real A1111 v1.10.1 page (gradio 3.41.2), in headless Chromium.
-
-Runs after test_a1111_host.py on the same WebUI (the module-scoped driver opens the page once).
-"""
+"""The extension's tabs in the real pages, in headless Chromium: A1111 v1.10.1 (gradio 3.41.2) and Forge
+(gradio 4.40), each with the WebUI its host tests started (the module-scoped driver opens each page once)."""
 
 from __future__ import annotations
 
@@ -35,12 +33,13 @@ def _value(driver, selector: str) -> str:
     return driver.execute_script("var e = document.querySelector(arguments[0]); return e ? e.value : null;", selector)
 
 
-@pytest.fixture(scope="module")
-def real_page(a1111_host):
+@pytest.fixture(scope="module", params=["a1111", "forge"])
+def real_page(request):
+    host = request.getfixturevalue(f"{request.param}_host")
     skip_without_chromium()
     with chromium() as driver:
-        driver.get(a1111_host.url + "/")
-        yield driver, a1111_host
+        driver.get(host.url + "/")
+        yield driver, host
 
 
 def test_rank_and_refine_in_the_real_page(real_page):
@@ -53,7 +52,7 @@ def test_rank_and_refine_in_the_real_page(real_page):
     for name, value in (("width", "64"), ("height", "64"), ("steps", "3"), ("seed", "11"), ("prompt", prompt)):
         set_component_value(driver, f"{RR}_{name}", value)
     driver.find_element(By.ID, f"{RR}_start").click()
-    _wait_round(driver, 1, 120)
+    _wait_round(driver, 1, 300)
     first = _state(driver)
     assert len(first["srcs"]) >= 4 and len(set(first["srcs"])) == len(first["srcs"])
 
@@ -62,7 +61,7 @@ def test_rank_and_refine_in_the_real_page(real_page):
     tiles[0].click()
     assert json.loads(_state(driver)["order"]) == {"round": 1, "order": [2, 0]}
     driver.find_element(By.ID, f"{RR}_next").click()
-    _wait_round(driver, 2, 120)
+    _wait_round(driver, 2, 300)
     second = _state(driver)
     assert second["current"] == first["current"] and first["srcs"][2] in second["srcs"]
 
@@ -71,7 +70,7 @@ def test_rank_and_refine_in_the_real_page(real_page):
     _press(driver, str(j + 1))
     assert _state(driver)["ranking"] == [j]
     _press(driver, Keys.ENTER)
-    _wait_round(driver, 3, 120)
+    _wait_round(driver, 3, 300)
     third = _state(driver)
     assert third["current"] == second["srcs"][j]
 
@@ -102,7 +101,8 @@ def test_training_from_the_real_page_on_the_loaded_checkpoint(real_page, tmp_pat
         "Array.from(document.querySelectorAll('#" + TR + "_method label')).filter(l => l.innerText.includes('KTO'))[0].click();"
     )
     set_component_value(driver, f"{TR}_dataset", str(data))
-    set_component_value(driver, f"{TR}_name", "rh-page-kto")
+    name = f"rh-page-kto-{host.kit.kind}"
+    set_component_value(driver, f"{TR}_name", name)
     set_component_value(driver, f"{TR}_steps", "3")
     set_component_value(driver, f"{TR}_learning_rate", "0.005")
     driver.execute_script(
@@ -114,11 +114,11 @@ def test_training_from_the_real_page_on_the_loaded_checkpoint(real_page, tmp_pat
     _click(driver, f"{TR}_start")
     wait_for(lambda: "Started" in _text(driver, f"{TR}_start_message"), 120, "the start message",
              describe=lambda: _text(driver, f"{TR}_start_message"))
-    finished = wait_for(lambda: (p := _progress(driver)).get("state") in ("finished", "error") and p, 400,
+    finished = wait_for(lambda: (p := _progress(driver)).get("state") in ("finished", "error") and p, 900,
                         "the job to end", describe=lambda: _progress(driver))
     assert finished["state"] == "finished", _text(driver, f"{TR}_progress")
-    wait_for(lambda: "rh-page-kto" in _text(driver, f"{TR}_loras") and _images(driver, f"{TR}_loras") >= 1, 60,
+    wait_for(lambda: name in _text(driver, f"{TR}_loras") and _images(driver, f"{TR}_loras") >= 1, 60,
              "the LoRA card with its preview")
-    assert (host.lora_dir / "rh-page-kto.safetensors").is_file()
+    assert (host.lora_dir / f"{name}.safetensors").is_file()
     time.sleep(0.5)
     driver.save_screenshot(str(tmp_path / "real-training-tab.png"))

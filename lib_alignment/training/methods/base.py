@@ -102,3 +102,29 @@ class Method(ABC):
     def hyperparameters(self) -> dict[str, Any]:
         """What to record in the LoRA's metadata."""
         return {"method": self.name, "beta": self.beta, **self.options}
+
+
+def fit_plus_odds_output(
+    errors_w: torch.Tensor,
+    errors_l: torch.Tensor,
+    log_odds: torch.Tensor,
+    log_ratio: torch.Tensor,
+    beta: float,
+    weights: torch.Tensor | None,
+    margin_scale: float,
+    term_name: str,
+) -> MethodOutput:
+    """Reference-free objectives (MaPO, ORPO): fit the preferred image, minus β · its log-odds term.
+
+    loss = mean(e_w) − β · mean(log_ratio); the metrics read the margin as log_odds · margin_scale."""
+    loss = weighted_mean(errors_w, weights) - beta * weighted_mean(log_ratio, weights)
+    with torch.no_grad():
+        metrics = {
+            "reward_accuracy": ((log_odds > 0).float() + 0.5 * (log_odds == 0).float()).mean(),
+            "reward_margin": (log_odds * margin_scale).mean(),
+            "reward_margin_std": spread(log_odds * margin_scale),
+            term_name: -log_ratio.mean(),
+            "model_error_preferred": errors_w.mean(),
+            "model_error_other": errors_l.mean(),
+        }
+    return MethodOutput(loss=loss, metrics=metrics)

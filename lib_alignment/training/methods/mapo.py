@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Errors, Method, MethodOutput, ReduceMean, local_mean, spread, weighted_mean
+from .base import Errors, Method, MethodOutput, ReduceMean, fit_plus_odds_output, local_mean
 
 
 def mapo_score(errors: torch.Tensor, snr_value: float) -> torch.Tensor:
@@ -40,15 +40,6 @@ class MaPO(Method):
         errors_w, errors_l = errors.policy.chunk(2)
         log_odds = mapo_score(errors_w, self.snr_value) - mapo_score(errors_l, self.snr_value)
         ratio = F.logsigmoid(log_odds * self.num_train_timesteps)
-        weights = batch.get("weight")
-        loss = weighted_mean(errors_w, weights) - self.beta * weighted_mean(ratio, weights)
-        with torch.no_grad():
-            metrics = {
-                "reward_accuracy": ((log_odds > 0).float() + 0.5 * (log_odds == 0).float()).mean(),
-                "reward_margin": (log_odds * self.num_train_timesteps).mean(),
-                "reward_margin_std": spread(log_odds * self.num_train_timesteps),
-                "margin_loss": -ratio.mean(),
-                "model_error_preferred": errors_w.mean(),
-                "model_error_other": errors_l.mean(),
-            }
-        return MethodOutput(loss=loss, metrics=metrics)
+        return fit_plus_odds_output(
+            errors_w, errors_l, log_odds, ratio, self.beta, batch.get("weight"), self.num_train_timesteps, "margin_loss"
+        )

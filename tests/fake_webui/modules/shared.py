@@ -1,4 +1,4 @@
-"""Fake of modules.shared: cmd_opts, device, sd_model (a checkpoint-info-bearing stub), state."""
+"""Fake of modules.shared: cmd_opts, device, sd_model (a checkpoint-info-bearing stub), state (shared_state.State)."""
 
 import os
 import types
@@ -6,38 +6,10 @@ import types
 import torch
 
 from . import paths
+from .shared_state import State
 
 cmd_opts = types.SimpleNamespace(lora_dir=os.path.join(paths.models_path, "Lora"), api_auth=None)
 device = torch.device("cpu")
-
-
-class State:
-    """The parts of modules.shared_state.State that jobs touch: begin/end reset flags, interrupt sets one."""
-
-    def __init__(self):
-        self.interrupted = False
-        self.skipped = False
-        self.job = ""
-        self.job_count = -1
-        self.job_no = 0
-        self.sampling_step = 0
-        self.jobs_begun = []
-
-    def begin(self, job="(unknown)"):
-        self.interrupted = False
-        self.skipped = False
-        self.job = job
-        self.job_count = -1
-        self.job_no = 0
-        self.sampling_step = 0
-        self.jobs_begun.append(job)
-
-    def end(self):
-        self.job = ""
-        self.job_count = 0
-
-    def interrupt(self):
-        self.interrupted = True
 
 
 state = State()

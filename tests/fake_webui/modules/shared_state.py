@@ -1,4 +1,5 @@
-"""Fake of modules.shared_state.State: begin/end reset the flags, interrupt sets one."""
+"""Fake of modules.shared_state (A1111 and Forge): the parts of State that jobs touch: begin/end reset
+the flags, interrupt sets one."""
 
 
 class State:

@@ -82,20 +82,12 @@ def test_held_out_score_of_rankings_counts_every_implied_pair():
 
 @pytest.mark.slow
 def test_listwise_trains_on_rankings_from_the_command_line(tmp_path: Path, capsys):
-    from lib_alignment.cli import main
+    from training_helpers import train_from_cli
+
     from lib_alignment.training.data.synthetic import make_toy_rankings
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        table = make_toy_rankings(tmp_path / "r", 4, m=3, resolution=RES, seed=0)
-        code = main([
-            "train", "--method", "listwise", "--model", "tiny-random", "--data", str(table), "--output-dir", str(tmp_path / "out"),
-            "--name", "lw", "--resolution", str(RES), "--batch-size", "2", "--max-train-steps", "2", "--events-stdout",
-            "--preview", "false", "--tensorboard", "false", "--checkpoint-every", "0",
-        ])
-    finally:
-        torch.set_num_threads(before)
+    table = make_toy_rankings(tmp_path / "r", 4, m=3, resolution=RES, seed=0)
+    code = train_from_cli(table, tmp_path / "out", "listwise", "lw", RES, batch_size=2)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     steps = [json.loads(line) for line in captured.out.splitlines() if line.startswith('{"event": "step"')]

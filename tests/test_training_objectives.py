@@ -99,21 +99,12 @@ def test_build_method_defaults_follow_the_references():
 @pytest.mark.parametrize("method", ["ipo", "dpo_hinge", "orpo"])
 def test_each_objective_trains_from_the_command_line(tmp_path: Path, method: str, capsys):
     from safetensors import safe_open
+    from training_helpers import train_from_cli
 
-    from lib_alignment.cli import main
     from lib_alignment.training.data.synthetic import make_toy_pairs
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = make_toy_pairs(tmp_path / "data", 4, resolution=32, seed=0)
-        code = main([
-            "train", "--method", method, "--model", "tiny-random", "--data", str(data), "--output-dir", str(tmp_path / "out"),
-            "--name", "obj", "--resolution", "32", "--batch-size", "1", "--max-train-steps", "2", "--events-stdout",
-            "--preview", "false", "--tensorboard", "false", "--checkpoint-every", "0",
-        ])
-    finally:
-        torch.set_num_threads(before)
+    data = make_toy_pairs(tmp_path / "data", 4, resolution=32, seed=0)
+    code = train_from_cli(data, tmp_path / "out", method, "obj", 32, batch_size=1)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     steps = [json.loads(line) for line in captured.out.splitlines() if line.startswith('{"event": "step"')]

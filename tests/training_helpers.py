@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -61,3 +63,15 @@ def single_thread():
             torch.set_num_threads(before)
 
     return _ctx()
+
+
+def train_from_cli(data: Path, out: Path, method: str, name: str, resolution: int, batch_size: int, steps: int = 2) -> int:
+    """`python -m lib_alignment train` on tiny-random, quick settings, events on stdout; its exit code."""
+    from lib_alignment.cli import main
+
+    with single_thread():
+        return main([
+            "train", "--method", method, "--model", "tiny-random", "--data", str(data), "--output-dir", str(out),
+            "--name", name, "--resolution", str(resolution), "--batch-size", str(batch_size), "--max-train-steps", str(steps),
+            "--events-stdout", "--preview", "false", "--tensorboard", "false", "--checkpoint-every", "0",
+        ])

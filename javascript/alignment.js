@@ -461,6 +461,27 @@
         }
     });
 
+    // The training tab's blind A/B comparison: 1 / 2 / space pick "A is better" / "B is better" / "Skip".
+    var AB_KEYS = { "1": "pick_a", "2": "pick_b", " ": "pick_skip" };
+    document.addEventListener("keydown", function (event) {
+        var judge = root().querySelector("#alignment_training_ab_judge");
+        var name = AB_KEYS[event.key];
+        if (!name || !judge || !visible(judge) || event.ctrlKey || event.metaKey || event.altKey) {
+            return;
+        }
+        var el = target(event) || {};
+        var tag = el.tagName || "";
+        if (el.isContentEditable || tag === "TEXTAREA" || tag === "SELECT" || tag === "INPUT" || (tag === "BUTTON" && event.key === " ")) {
+            return; // keys belong to the field being edited, space to the focused button
+        }
+        var b = root().querySelector("#alignment_training_ab_" + name);
+        b = b && b.tagName !== "BUTTON" ? b.querySelector("button") : b;
+        if (b && !b.disabled) {
+            event.preventDefault();
+            b.click();
+        }
+    });
+
     // Drag to reorder, with pointer events (mouse, pen and touch on the ranking strip).
     function itemAt(x, y) {
         var r = root();

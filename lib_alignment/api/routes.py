@@ -26,4 +26,7 @@ def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -
     from .job_routes import jobs_router
 
     router.include_router(jobs_router(ctx))
+    from .compare_routes import compare_router
+
+    router.include_router(compare_router(ctx))
     app.include_router(router)

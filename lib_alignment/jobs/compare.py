@@ -70,15 +70,18 @@ def before_after_images(
     steps: int = 20,
     cfg_scale: float = 7.0,
     negative_prompt: str = "",
+    size: int | None = None,
 ) -> tuple[list[Image.Image], list[Image.Image]]:
-    """(before, after) images, prompt-major: prompt 0 with every seed, then prompt 1..."""
+    """(before, after) images, prompt-major: prompt 0 with every seed, then prompt 1...
+
+    size: width and height in pixels (default: the model's own)."""
     prompts = [p for p in (p.strip() for p in prompts) if p]
     seeds = [int(s) for s in seeds]
     if not prompts or not seeds:
         raise ValueError("give at least one prompt and one seed")
     if not Path(lora_path).is_file():
         raise FileNotFoundError(f"LoRA file {lora_path} does not exist")
-    size = int(backend.default_size())
+    size = int(size or backend.default_size())
     names = backend.sampler_names() if hasattr(backend, "sampler_names") else []
     settings = GenerationSettings(
         negative_prompt=negative_prompt,

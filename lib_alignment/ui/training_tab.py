@@ -3,7 +3,7 @@
 Left: a new job (method, dataset or reward and prompts, the dataset's
 validation report, a memory preset or advanced settings, the name). Right:
 the selected job (progress bar with speed and ETA, loss/reward plot, sample
-images, log tail, cancel/resume, before/after grid) and every past job. The
+images, log tail, cancel/resume, before/after grid, a blind A/B comparison) and every past job. The
 jobs themselves live in lib_alignment.jobs: a separate trainer process whose
 events file the tab polls every two seconds, so a page reload or a closed
 browser loses nothing.
@@ -21,6 +21,7 @@ from ..jobs import RANK_REFINE, DatasetError, JobBusy, JobConflict, JobNotFound,
 from ..jobs.datasets import data_methods, stage_upload
 from ..jobs.plot import render_health
 from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options, preset_start
+from . import ab_compare_view
 from . import training_view as view
 from .compat import file_path, poll
 from .context import AppContext
@@ -327,6 +328,7 @@ def build(ctx: AppContext) -> None:
                 grid = gr.Image(  # no label badge: it would cover the grid's own title
                     label="Before / after", show_label=False, type="pil", interactive=False, elem_id=_id("grid")
                 )
+            ab_compare_view.build(ctx)
             with gr.Accordion("All jobs", open=True):
                 table = gr.HTML(view.jobs_table_html(statuses), elem_id=_id("jobs"))
             with gr.Accordion("Trained LoRAs", open=True):

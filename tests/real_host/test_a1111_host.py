@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib_alignment.training.health import STATES
+
 from .harness import decode_image, host_pins, installed_versions, tracebacks_naming_the_extension, unmet_pins
 
 pytestmark = [pytest.mark.real_host, pytest.mark.slow]
@@ -117,6 +119,7 @@ def test_training_on_the_loaded_checkpoint_makes_a_lora_the_webui_uses(a1111_hos
     assert done["state"] == "finished", json.dumps(done)[:4000]
     lora = Path(done["outputs"]["lora"])
     assert lora == host.lora_dir / f"{name}.safetensors" and lora.is_file()
+    assert (done.get("health") or {}).get("state") in STATES, done.get("health")  # the trainer's verdict reaches the API
 
     assert host.post("/sdapi/v1/refresh-loras").status_code == 200
     listed = {entry["name"]: entry for entry in host.get("/sdapi/v1/loras").json()}

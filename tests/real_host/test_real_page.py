@@ -12,6 +12,8 @@ from browser.chromium import chromium, set_component_value, skip_without_chromiu
 from browser.test_training_tab import _click, _images, _progress, _text
 from test_rank_refine_ui import _press, _state, _tiles, _wait_round
 
+from lib_alignment.training.health import STATES
+
 pytestmark = [pytest.mark.real_host, pytest.mark.browser, pytest.mark.slow]
 RR = "alignment_rank_refine"
 TR = "alignment_training"
@@ -117,6 +119,9 @@ def test_training_from_the_real_page_on_the_loaded_checkpoint(real_page, tmp_pat
     finished = wait_for(lambda: (p := _progress(driver)).get("state") in ("finished", "error") and p, 900,
                         "the job to end", describe=lambda: _progress(driver))
     assert finished["state"] == "finished", _text(driver, f"{TR}_progress")
+    verdict = "var v = document.querySelector('#" + TR + "_progress .alignment-job-verdict'); return v ? v.dataset.verdict : null;"
+    assert wait_for(lambda: driver.execute_script(verdict), 30, "the health verdict") in STATES
+    wait_for(lambda: _images(driver, f"{TR}_plot") >= 1, 30, "the health plot")
     wait_for(lambda: name in _text(driver, f"{TR}_loras") and _images(driver, f"{TR}_loras") >= 1, 60,
              "the LoRA card with its preview")
     assert (host.lora_dir / f"{name}.safetensors").is_file()

@@ -242,6 +242,7 @@ def test_job_on_the_selected_checkpoint_gets_forges_tokenizer(fake_forge, tmp_pa
     from lib_alignment.jobs.host import JobHost
     from lib_alignment.models import load_pipeline
     from lib_alignment.models.ldm_export import export_ldm_checkpoint
+    from lib_alignment.models.tiny_tokenizer import write_tokenizer_files
     from lib_alignment.training.data.synthetic import make_toy_pairs
 
     pipe = load_pipeline("tiny-random", device="cpu", dtype="fp32")
@@ -249,7 +250,8 @@ def test_job_on_the_selected_checkpoint_gets_forges_tokenizer(fake_forge, tmp_pa
     for path in exported.text_encoder_dir.iterdir():
         if path.name != "config.json":
             path.unlink()
-    pipe.tokenizer.save_pretrained(str(Path(paths.script_path) / "backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer"))
+    # Forge ships vocab.json/merges.txt there (transformers 5's save_pretrained would write only tokenizer.json)
+    write_tokenizer_files(Path(paths.script_path) / "backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer")
     _select(exported.checkpoint)
     host = JobHost(
         name="forge",

@@ -113,11 +113,14 @@ def test_training_from_the_real_page_on_the_loaded_checkpoint(real_page, tmp_pat
     wait_for(lambda: driver.execute_script("var e = document.getElementById(arguments[0]); return e && e.offsetParent;", f"{TR}_other"),
              30, "the advanced settings")
     set_component_value(driver, f"{TR}_other", "sample_steps = 2\nresolution = 64")
+    earlier_job = _progress(driver).get("job")  # the host tests' last job may be on show, already finished
     _click(driver, f"{TR}_start")
     wait_for(lambda: "Started" in _text(driver, f"{TR}_start_message"), 120, "the start message",
              describe=lambda: _text(driver, f"{TR}_start_message"))
-    finished = wait_for(lambda: (p := _progress(driver)).get("state") in ("finished", "error") and p, 900,
-                        "the job to end", describe=lambda: _progress(driver))
+    finished = wait_for(
+        lambda: (p := _progress(driver)).get("job") != earlier_job and p.get("state") in ("finished", "error") and p,
+        900, "this job to end", describe=lambda: _progress(driver),
+    )
     assert finished["state"] == "finished", _text(driver, f"{TR}_progress")
     verdict = "var v = document.querySelector('#" + TR + "_progress .alignment-job-verdict'); return v ? v.dataset.verdict : null;"
     assert wait_for(lambda: driver.execute_script(verdict), 30, "the health verdict") in STATES

@@ -44,7 +44,7 @@ def _trainer(tmp_path: Path, trainer_class=None, **changes):
     values = dict(  # noqa: C408 (keyword form reads like the command line)
         method="ddpo", model=MODEL, output_dir=str(tmp_path), name="jpeg", reward="jpeg_incompressibility", prompts=[PROMPT],
         resolution=128, sample_steps=8, sample_cfg_scale=5.0, samples_per_epoch=16, rollout_batch_size=8, batch_size=8,
-        inner_epochs=1, clip_range=1e-3, num_epochs=4, learning_rate=2e-2, rank=4, seed=1, checkpoint_every=0,
+        inner_epochs=1, clip_range=1e-3, num_epochs=6, learning_rate=2e-2, rank=4, seed=1, checkpoint_every=0,
         preview=False, progress_bar=False, tensorboard=False,
     )
     values.update(changes)
@@ -65,7 +65,8 @@ def test_the_reward_sign_steers_ddpo_and_a_zero_advantage_control_does_not_move(
     assert opposite.train().status == "finished"
     _, negated = opposite.sample_seeded([PROMPT] * len(SEEDS), SEEDS)  # reward = −kB
     smaller = -negated
-    # measured (kB): incompressibility +0.12, compressibility −0.38 (current and Forge stacks); +0.17 and −0.10 (A1111)
+    # 6 epochs (was 4): with today's A1111 stack (unpinned packages drifted since 2026-11) 4 epochs moved the
+    # incompressibility run by −0.009 kB; 6 epochs pass in all three stacks (2026-12-07)
     assert float((larger - before).mean()) > 0.06, (before.tolist(), larger.tolist())
     assert float((smaller - before).mean()) < -0.05, (before.tolist(), smaller.tolist())
     assert int((larger > smaller).sum()) >= 6, (larger.tolist(), smaller.tolist())  # 8 of 8 measured

@@ -229,11 +229,16 @@ def lora_dir() -> Path:
     return Path(paths.models_path) / "Lora"
 
 
-def output_dir() -> Path:
-    """Where the extension keeps sessions and jobs: <WebUI data dir>/outputs/alignment."""
+def data_dir() -> Path:
+    """The WebUI's data folder (`--data-dir`; where config.json and models/ live)."""
     from modules import paths
 
-    return Path(paths.data_path) / "outputs" / "alignment"
+    return Path(paths.data_path)
+
+
+def output_dir() -> Path:
+    """Where the extension keeps sessions and jobs: <WebUI data dir>/outputs/alignment."""
+    return data_dir() / "outputs" / "alignment"
 
 
 # --- locking, auth, refresh ------------------------------------------------------------------

@@ -6,7 +6,15 @@ latent (x0 = `noise_from_seed(seed, backend.latent_shape(w, h))`), a
 `undo`, `reset`, `set_params`) leaves the folder consistent: round folders are
 written completely under a temporary name and renamed into place, JSON and
 safetensors files are replaced atomically, and `session.json` — written last —
-names the live rounds. See README.md in this package for the folder layout and
+names the live rounds.
+
+Scorer assistance: with `session.scorer` set (any oracle, see
+`lib_alignment.oracles`), every new round records the scorer's best-first order
+of its candidates ("scorer_order", what the page shows pre-ranked); `rank`
+records the submitted order and whether a person gave it ("source": "human" or
+"scorer"), and `auto(n)` lets the scorer rank n rounds itself. A session may
+carry an "owner" (the WebUI user who made it); sessions without one are
+everybody's. See README.md in this package for the folder layout and
 the preference-data formats.
 """
 
@@ -26,7 +34,7 @@ from PIL import Image
 
 from ..generation import GenerationBackend, GenerationSettings, ProgressCallback, noise_from_seed
 from ..paths import atomic_write_json
-from ..zo import DEFAULT_LR, DEFAULT_MU, RankSGD, validate_order
+from ..zo import DEFAULT_LR, DEFAULT_MU, DEFAULT_SHRINK, RankSGD, validate_order
 from .storage import load_state, load_tensors, save_state, save_tensors
 
 SESSION_FILE = "session.json"
@@ -45,7 +53,11 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class RefineParams:
-    """Optimiser settings of a session. m, k, mu and lr can change mid-session (next round on)."""
+    """Optimiser settings of a session. m, k, mu, lr, shrink and auto_rounds can change mid-session (next round on).
+
+    shrink: the step schedule (see `RankSGD`); sessions saved before it existed keep a constant step (1.0).
+    auto_rounds: after each ranking by a person, how many rounds the session's scorer ranks by itself.
+    """
 
     m: int = 6
     k: int | None = None
@@ -54,6 +66,8 @@ class RefineParams:
     line_search: bool = True
     project_to_shell: bool = True
     optimizer_seed: int = 0
+    shrink: float = DEFAULT_SHRINK
+    auto_rounds: int = 0
 
 
 @dataclass
@@ -76,6 +90,8 @@ class Round:
     current_latent: torch.Tensor
     order: list[int] | None
     folder: Path
+    scorer_order: list[int] | None = None
+    source: str | None = None
 
 
 class RefineSession:
@@ -88,6 +104,9 @@ class RefineSession:
         self.settings = GenerationSettings(**data["settings"])
         self.seed = int(data["seed"])
         self.max_batch = max_batch
+        #: The oracle that pre-ranks each new round and ranks auto rounds (not persisted: the host sets it).
+        self.scorer: Any = None
+        self._data["params"] = {"shrink": 1.0, **data["params"]}  # no schedule in sessions saved before it
         self._lock = threading.RLock()
         self._optimizer = self._new_optimizer(int(data.get("resets", 0)))
         self._current: Round | None = None
@@ -103,9 +122,12 @@ class RefineSession:
         seed: int,
         params: RefineParams | None = None,
         max_batch: int | None = None,
+        owner: str | None = None,
         **param_overrides: Any,
     ) -> RefineSession:
-        """A new session in `folder` (created; must not hold a session already). Nothing is generated until `start()`."""
+        """A new session in `folder` (created; must not hold a session already). Nothing is generated until `start()`.
+
+        owner: the user it belongs to (None: everybody's, as without WebUI auth)."""
         folder = Path(folder)
         if (folder / SESSION_FILE).exists():
             raise FileExistsError(f"{folder} already holds a refine session; load it or choose another folder")
@@ -116,6 +138,7 @@ class RefineSession:
             "kind": "lib_alignment.refine",
             "model": backend.model_name,
             "seed": int(seed),
+            "owner": owner,
             "settings": asdict(settings),
             "params": asdict(params),
             "resets": 0,
@@ -154,7 +177,7 @@ class RefineSession:
             session._apply_params()
             record = session._read_record(last)
             if record.get("order") is not None:  # ranked, but the next round was never committed
-                session._write_record(last, {**record, "order": None, "ranked_at": None})
+                session._write_record(last, {**record, "order": None, "source": None, "ranked_at": None})
             session._current = session._load_round(last)
         return session
 
@@ -163,6 +186,12 @@ class RefineSession:
     @property
     def params(self) -> RefineParams:
         return RefineParams(**self._data["params"])
+
+    @property
+    def owner(self) -> str | None:
+        """The user the session belongs to; None for sessions without one (everybody's)."""
+        owner = self._data.get("owner")
+        return None if owner is None else str(owner)
 
     @property
     def optimizer(self) -> RankSGD:
@@ -205,8 +234,10 @@ class RefineSession:
             assert self._current is not None
             return self._current
 
-    def rank(self, order: Sequence[int], progress: ProgressCallback | None = None) -> Round:
-        """Apply a best-first ranking of the pending round's display indices; returns the next round."""
+    def rank(self, order: Sequence[int], progress: ProgressCallback | None = None, human: bool = True) -> Round:
+        """Apply a best-first ranking of the pending round's display indices; returns the next round.
+
+        human: False when the scorer gave the ranking (an auto round); the round records its source."""
         with self._lock:
             current = self._require_current()
             display = validate_order(order, len(current.images))
@@ -218,10 +249,35 @@ class RefineSession:
                 self._apply_params()
                 raise
             record = self._read_record(current.id)
-            self._write_record(current.id, {**record, "order": display, "ranked_at": _now()})
-            current.order = display
+            source = "human" if human else "scorer"
+            self._write_record(current.id, {**record, "order": display, "source": source, "ranked_at": _now()})
+            current.order, current.source = display, source
             self._push(new)
             return new
+
+    def suggest(self) -> list[int] | None:
+        """The scorer's best-first order of the pending round (computed and recorded if the round has none yet)."""
+        with self._lock:
+            current = self._require_current()
+            if self.scorer is None:
+                return current.scorer_order
+            if current.scorer_order is None or len(current.scorer_order) != len(current.images):
+                current.scorer_order = self._score(current.images)
+                record = self._read_record(current.id)
+                self._write_record(current.id, {**record, "scorer_order": current.scorer_order, "scorer": self.scorer.name})
+            return current.scorer_order
+
+    def auto(self, rounds: int, progress: ProgressCallback | None = None) -> Round:
+        """Let the scorer rank `rounds` rounds in a row (each recorded as source "scorer"); returns the pending round."""
+        with self._lock:
+            if rounds and self.scorer is None:
+                raise ValueError("auto rounds need a scorer: choose one first")
+            current = self._require_current()
+            for _ in range(int(rounds)):
+                order = self.suggest()
+                assert order is not None
+                current = self.rank(order, progress=progress, human=False)
+            return current
 
     def undo(self) -> Round:
         """Take back the last ranking (or reset): the previous round is pending again, unchanged."""
@@ -232,7 +288,7 @@ class RefineSession:
             previous = self._data["rounds"][-1]
             self._optimizer.load_state_dict(load_state(self._round_dir(previous) / STATE_FILE))
             self._apply_params()
-            self._write_record(previous, {**self._read_record(previous), "order": None, "ranked_at": None})
+            self._write_record(previous, {**self._read_record(previous), "order": None, "source": None, "ranked_at": None})
             self._persist()
             shutil.rmtree(self._round_dir(dropped), ignore_errors=True)
             self._current = self._load_round(previous)
@@ -253,13 +309,26 @@ class RefineSession:
             self._push(new)
             return new
 
-    def set_params(self, m: int | None = None, mu: float | None = None, lr: float | None = None, k: Any = _UNSET) -> RefineParams:
-        """Change m, mu, lr or k; the pending round stays as shown, the next one uses the new values."""
+    def set_params(
+        self,
+        m: int | None = None,
+        mu: float | None = None,
+        lr: float | None = None,
+        k: Any = _UNSET,
+        shrink: float | None = None,
+        auto_rounds: int | None = None,
+    ) -> RefineParams:
+        """Change m, mu, lr, k, shrink or auto_rounds; the pending round stays as shown, the next one uses the new values."""
         with self._lock:
-            changes: dict[str, Any] = {name: value for name, value in (("m", m), ("mu", mu), ("lr", lr)) if value is not None}
+            pairs = (("m", m), ("mu", mu), ("lr", lr), ("shrink", shrink))
+            changes: dict[str, Any] = {name: value for name, value in pairs if value is not None}
             if k is not _UNSET:
                 changes["k"] = k
             old = self.params
+            if auto_rounds is not None:
+                if isinstance(auto_rounds, bool) or int(auto_rounds) != auto_rounds or auto_rounds < 0:
+                    raise ValueError(f"auto_rounds must be a whole number ≥ 0 (got {auto_rounds!r})")
+                old = replace(old, auto_rounds=int(auto_rounds))
             try:
                 for name, value in changes.items():
                     setattr(self._optimizer, name, value)
@@ -292,12 +361,14 @@ class RefineSession:
             line_search=p.line_search,
             project_to_shell=p.project_to_shell,
             seed=p.optimizer_seed + resets,
+            shrink=p.shrink,
             undo_depth=0,  # undo goes through the per-round snapshots on disk
         )
 
     def _apply_params(self) -> None:
         p = self.params
         self._optimizer.m, self._optimizer.k, self._optimizer.mu, self._optimizer.lr = p.m, p.k, p.mu, p.lr
+        self._optimizer.shrink = p.shrink
 
     def _require_current(self) -> Round:
         if self._current is None:
@@ -368,6 +439,8 @@ class RefineSession:
         current_image.save(temp / CURRENT_IMAGE, format="PNG")
         save_tensors(temp / LATENTS_FILE, {"candidates": candidates, "current": current})
         save_state(temp / STATE_FILE, opt.state_dict())
+        candidate_images = [im for im in images[:-1] if im is not None]
+        scorer_order = self._score(candidate_images) if self.scorer is not None else None
         record = {
             "round": round_id,
             "type": opt.round_type,
@@ -382,6 +455,9 @@ class RefineSession:
             "settings": asdict(self.settings),
             "params": self._data["params"],
             "order": None,
+            "scorer_order": scorer_order,
+            "scorer": None if self.scorer is None else self.scorer.name,
+            "source": None,
             "created": _now(),
             "ranked_at": None,
         }
@@ -409,7 +485,14 @@ class RefineSession:
             current_latent=tensors["current"],
             order=record.get("order"),
             folder=folder,
+            scorer_order=record.get("scorer_order"),
+            source=record.get("source"),
         )
+
+    def _score(self, images: Sequence[Image.Image]) -> list[int]:
+        from ..oracles import rank_images
+
+        return rank_images(self.scorer, images, self.settings.prompt)
 
 
 def _read_image(path: Path) -> Image.Image:

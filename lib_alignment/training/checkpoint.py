@@ -36,6 +36,9 @@ class TrainingState:
     elapsed: float = 0.0
     started_at: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    #: Where the data stood (epoch, offset, seed, next item; shard, row group and row for streamed data), for people and
+    #: for a check on resume: the stream itself restarts from `consumed` without re-reading what was used.
+    data_position: dict[str, Any] = field(default_factory=dict)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -91,6 +94,7 @@ def save_checkpoint(
                 "elapsed": state.elapsed,
                 "started_at": state.started_at,
                 "config": state.config,
+                "data_position": state.data_position,
             },
         )
     return final
@@ -142,6 +146,7 @@ def read_state(folder: Path) -> TrainingState:
         elapsed=float(data.get("elapsed", 0.0)),
         started_at=float(data.get("started_at", 0.0)),
         config=dict(data.get("config", {})),
+        data_position=dict(data.get("data_position") or {}),
     )
 
 

@@ -71,6 +71,8 @@ class TrainConfig:
     positive_ratio: float | None = field(default=0.8, metadata=_opt("KTO: share of desirable images the weighted sampler draws (reference: 0.8); 'none' = plain shuffling.", group="data"))
     cache_latents: bool = field(default=False, metadata=_opt("Encode every image once with the VAE (distribution mean) and keep the latents in memory.", group="data"))
     dataloader_workers: int = field(default=0, metadata=_opt("Worker processes reading images (0 = in the training process).", group="data"))
+    strict_images: bool | None = field(default=None, metadata=_opt("Check every image before the first step. Default: yes for small tables and folders, no for parquet shard folders, datasets folders and tables over 20000 rows, whose structure is checked first and images as they are read (a bad one is skipped, counted and named).", group="data"))
+    max_bad_images: float = field(default=0.01, metadata=_opt("Streamed data: stop when more than this share of the images read so far is unreadable.", group="data"))
 
     # --- objective -----------------------------------------------------------------------------
     beta: float | None = field(default=None, metadata=_opt(
@@ -256,6 +258,8 @@ class TrainConfig:
         for name in ("caption_dropout", "lora_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 bad(name, "must be in [0, 1)")
+        if not 0.0 <= self.max_bad_images <= 1.0:
+            bad("max_bad_images", "must be in [0, 1]")
         if self.positive_ratio is not None and not 0.0 < self.positive_ratio < 1.0:
             bad("positive_ratio", "must be in (0, 1), or none for plain shuffling")
         for name in ("learning_rate", "adam_epsilon"):

@@ -146,6 +146,7 @@ class Trainer:
                 skip_bad_rows=cfg.skip_bad_rows,
                 min_per_class=cfg.min_per_class,
                 tie_policy=cfg.tie_policy,
+                strict_images=cfg.strict_images,
             )
         if len(self.dataset) == 0:
             raise ValueError(f"{cfg.data or 'the dataset'}: no usable training items")
@@ -234,13 +235,16 @@ class Trainer:
         weights = None
         if self.method.data_kind == "labeled" and cfg.positive_ratio is not None:
             weights = class_balanced_weights(self.dataset.labels() if hasattr(self.dataset, "labels") else [self.dataset[i]["label"] for i in range(len(self.dataset))], cfg.positive_ratio)
-        self.stream = SampleStream(len(self.dataset), cfg.seed, start=self.state.consumed, rank=self.rank, world_size=self.world, weights=weights)
+        blocks = self.dataset.block_sizes() if hasattr(self.dataset, "block_sizes") else None  # streamed data: group-local order
+        self.stream = SampleStream(len(self.dataset), cfg.seed, start=self.state.consumed, rank=self.rank, world_size=self.world, weights=weights, blocks=blocks)
+        self._check_data_position()
         self.loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=cfg.batch_size,
             sampler=self.stream,
             collate_fn=collate,
             num_workers=cfg.dataloader_workers,
+            pin_memory=acc.device.type == "cuda",
             # its own generator: creating the iterator would otherwise draw from the global RNG
             # (which drives LoRA dropout) and a resumed run would diverge
             generator=torch.Generator().manual_seed(_mix_seed(cfg.seed, self.rank) + 1),
@@ -523,8 +527,39 @@ class Trainer:
     def restore_process_state(self, state: dict[str, Any]) -> None:
         ckpt.restore_rng(state, self.generator)
 
+    def _guarded_batches(self) -> Any:
+        """The loader's batches with unreadable streamed images skipped, named in events and counted (data_stream.BadImageGuard)."""
+        from .data_stream import BadImageGuard, where
+
+        shown = [0]
+
+        def on_skip(info: dict[str, Any]) -> None:
+            shown[0] += 1
+            if shown[0] <= 50 or shown[0] % 1000 == 0:
+                self._status(f"skipped {'an unreadable image' if info.get('bad', True) else 'a pair of identical images'} ({shown[0]} so far): {where(info)}: {info.get('message', '')}")
+
+        group = 2 if self.method.data_kind in ("pairs", "rankings") else 1
+        self.bad_images = BadImageGuard(iter(self.loader), self.config.max_bad_images, group, len(self.dataset) * group, on_skip)
+        return self.bad_images
+
+    def _check_data_position(self) -> None:
+        """The data position goes into checkpoints; on resume, say so when the data no longer matches it."""
+        saved = dict(getattr(self.state, "data_position", {}) or {})
+        if saved and saved.get("item") is not None and self.state.consumed:
+            now = self._data_position()
+            if {k: now.get(k) for k in ("item", "shard", "row")} != {k: saved.get(k) for k in ("item", "shard", "row")}:
+                self._status(f"the data changed since the checkpoint: it stopped before item {saved.get('item')} ({saved.get('shard', '')} row {saved.get('record', '')}), which is now item {now.get('item')}")
+
+    def _data_position(self) -> dict[str, Any]:
+        """Epoch, offset, next item and seed of this process's stream; shard, row group and row for streamed data."""
+        position: dict[str, Any] = dict(self.stream.position(self.state.consumed))
+        if hasattr(self.dataset, "locate"):
+            position.update(self.dataset.locate(position["item"]))
+        return position
+
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
+        self.state.data_position = self._data_position()
         acc.wait_for_everyone()
         folder = ckpt.save_checkpoint(
             self.run_dir,
@@ -617,7 +652,7 @@ class Trainer:
             self.validate()
         if self.is_main and self.sampler is not None and self.config.sample_every and self.state.step == 0:
             self.save_samples(0)  # the baseline: the base model on the same prompts and seeds
-        batches = iter(self.loader)
+        batches = self._guarded_batches()
         session_start = time.time()
         session_steps = 0
         base_elapsed = self.state.elapsed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .defaults import DEFAULT_LR, DEFAULT_MU
+from .defaults import DEFAULT_LR, DEFAULT_MU, DEFAULT_SHRINK, DEFAULT_VARIETY, MIN_STEP_SCALE, VARIETY, variety_of
 
 #: Imported on first use (they need torch; `--help` and the defaults do not).
 _LAZY = {
@@ -42,6 +42,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_LR",
     "DEFAULT_MU",
+    "DEFAULT_SHRINK",
+    "DEFAULT_VARIETY",
+    "MIN_STEP_SCALE",
+    "VARIETY",
     "ROUND_LINE",
     "ROUND_RANK",
     "RankSGD",
@@ -53,4 +57,5 @@ __all__ = [
     "rank_weights",
     "ranking_pairs",
     "validate_order",
+    "variety_of",
 ]

@@ -14,6 +14,11 @@ paper's authors use for images) rounds alternate:
 With `line_search=False` every round is a rank round followed by x ← x + lr·g
 (the paper's Algorithm 1).
 
+Step schedule: with `shrink` < 1, a line round whose ranking puts the current
+point first (no step helped: the rounds stopped improving) multiplies the step
+by `shrink` for the following line rounds, down to `MIN_STEP_SCALE`·lr; a move
+keeps the shrunk step. `step` is the step in use (lr × that scale).
+
 Candidates are returned in a shuffled *display* order (drawn from the
 optimiser's seeded generator) and `tell` takes display indices, in both round
 types. With `project_to_shell=True` every new point (candidates and moves) is
@@ -45,7 +50,7 @@ STATE_FORMAT = 1
 #: latent a perturbation μ = 0.3 turns the noise by about 15° and line steps lr·2^-i·g by 3–25°; against the
 #: authors' μ = 0.1, lr = 2 (5°, 1–6°) they roughly doubled the gain of 12–16 oracle-ranked rounds on the tiny
 #: model and on a 4×64×64 latent taste (benchmarks/zo_refine_quality.py, benchmarks/README.md).
-from .defaults import DEFAULT_LR, DEFAULT_MU  # noqa: E402 - the values live in a module without torch
+from .defaults import DEFAULT_LR, DEFAULT_MU, MIN_STEP_SCALE  # noqa: E402 - the values live in a module without torch
 
 ROUND_RANK = "rank"
 ROUND_LINE = "line"
@@ -72,6 +77,7 @@ class RankSGD:
         project_to_shell: keep new points at norm √d.
         seed: seeds the generator for perturbations and display shuffles.
         undo_depth: how many `tell`s `undo()` can take back.
+        shrink: step factor after a line round that does not move (1 = constant step).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class RankSGD:
         project_to_shell: bool = True,
         seed: int = 0,
         undo_depth: int = 10,
+        shrink: float = 1.0,
     ) -> None:
         if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
             raise ValueError("x0 must be a floating-point torch tensor")
@@ -95,6 +102,8 @@ class RankSGD:
         self.k = k
         self.mu = mu
         self.lr = lr
+        self.shrink = shrink
+        self._step_scale = 1.0
         self._generator = torch.Generator(device="cpu").manual_seed(int(seed))
         self._direction = torch.zeros_like(self._x)
         self._n_accumulated = 0
@@ -151,6 +160,21 @@ class RankSGD:
         if not float(value) > 0:
             raise ValueError(f"lr must be > 0 (got {value})")
         self._lr = float(value)
+
+    @property
+    def shrink(self) -> float:
+        return self._shrink
+
+    @shrink.setter
+    def shrink(self, value: float) -> None:
+        if not 0 < float(value) <= 1:
+            raise ValueError(f"shrink must be in (0, 1] (got {value})")
+        self._shrink = float(value)
+
+    @property
+    def step(self) -> float:
+        """The line-search step in use: lr shrunk by the schedule."""
+        return self._lr * self._step_scale
 
     # ----- read-only views ----------------------------------------------------
 
@@ -275,6 +299,8 @@ class RankSGD:
             entry["moved"] = True
         else:
             entry["moved"] = False
+            self._step_scale = max(MIN_STEP_SCALE, self._step_scale * self._shrink)
+        entry["step_scale"] = self._step_scale
         self._rank_best = None
         self._round_type = ROUND_RANK
 
@@ -288,7 +314,7 @@ class RankSGD:
             self._pending = self._project(self._x.unsqueeze(0) + perturbations, rows=True)
         else:
             assert self._rank_best is not None
-            scales = torch.tensor([self._lr * 0.5**i for i in range(self._m - 2)], dtype=self._x.dtype, device=self._x.device)
+            scales = torch.tensor([self.step * 0.5**i for i in range(self._m - 2)], dtype=self._x.dtype, device=self._x.device)
             steps = self._x.unsqueeze(0) + scales.reshape(-1, *([1] * self._x.dim())) * self._direction.unsqueeze(0)
             steps = self._project(steps, rows=True)
             self._pending = torch.cat([steps, self._rank_best.unsqueeze(0), self._x.unsqueeze(0)])
@@ -319,6 +345,8 @@ class RankSGD:
             "k": self._k,
             "mu": self._mu,
             "lr": self._lr,
+            "shrink": self._shrink,
+            "step_scale": self._step_scale,
             "line_search": self.line_search,
             "project_to_shell": self.project_to_shell,
             "round_type": self._round_type,
@@ -365,6 +393,8 @@ class RankSGD:
         self.k = state["k"]
         self.mu = state["mu"]
         self.lr = state["lr"]
+        self.shrink = state.get("shrink", 1.0)  # states saved before the schedule existed
+        self._step_scale = float(state.get("step_scale", 1.0))
         self._round_type = state["round_type"]
         self._rounds = int(state["rounds"])
         self._n_accumulated = int(state["n_accumulated"])

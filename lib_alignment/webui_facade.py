@@ -241,6 +241,48 @@ def output_dir() -> Path:
     return data_dir() / "outputs" / "alignment"
 
 
+_IMAGE_FOLDER_OPTIONS = (
+    "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
+    "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save", "outdir_init_images", "temp_dir",
+)
+
+
+def images_dir() -> Path:
+    """The WebUI's image outputs: Settings' "Output directory for images" when set, else its outputs/ folder."""
+    from modules import shared
+
+    chosen = getattr(getattr(shared, "opts", None), "outdir_samples", "") or ""
+    if chosen:
+        return _webui_path(chosen)
+    try:
+        from modules.paths_internal import default_output_dir
+
+        return _webui_path(default_output_dir)
+    except ImportError:
+        return data_dir() / "outputs"
+
+
+def image_folders() -> list[Path]:
+    """Every folder the WebUI writes result images to (its output folders from Settings, its temporary
+    folders, gradio's): a gallery image given by path must lie in one of them."""
+    import os
+    import tempfile
+
+    from modules import shared
+
+    opts = getattr(shared, "opts", None)
+    folders = [images_dir(), data_dir() / "outputs"]
+    folders += [_webui_path(value) for name in _IMAGE_FOLDER_OPTIONS if (value := getattr(opts, name, "") or "")]
+    folders.append(Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio"))
+    return folders
+
+
+def _webui_path(value: str) -> Path:
+    """A folder setting: relative ones are relative to the WebUI's working folder, as its image saving reads them."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
+
+
 # --- locking, auth, refresh ------------------------------------------------------------------
 
 

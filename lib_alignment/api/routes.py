@@ -29,4 +29,12 @@ def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -
     from .compare_routes import compare_router
 
     router.include_router(compare_router(ctx))
+    from .preference_routes import preferences_router
+
+    router.include_router(preferences_router(ctx))
+    # Before the main router: its auth also takes the page's token, and /preferences/{entry_id}/undo would
+    # otherwise catch /preferences/gallery/undo.
+    from .gallery_routes import gallery_router
+
+    app.include_router(gallery_router(ctx), prefix=API_PREFIX)
     app.include_router(router)

@@ -96,6 +96,33 @@ def export_rank_refine(output_dir: Path, target: Path, method: str) -> Path:
     return exported.pairs_csv
 
 
+# ------------------------------------------------------------------ My preferences (the preference store)
+
+
+def is_preferences(dataset: str) -> bool:
+    """Whether a dataset value means the preference store ("@preferences", optionally with ?filters)."""
+    from ..preferences.training import is_spec
+
+    return is_spec(dataset)
+
+
+def export_store_preferences(store_dir: Path, dataset: str, target: Path, method: str) -> tuple[Path, str, dict[str, int]]:
+    """Snapshot the filtered store into target/ for `method`: (file to train on, summary line, counts)."""
+    from ..preferences import PreferenceError
+    from ..preferences.training import open_store, parse_spec, snapshot
+
+    try:
+        filters, named = parse_spec(dataset)
+        store = open_store(named, Path(store_dir))
+        try:
+            taken = snapshot(store, filters, method, target)
+        finally:
+            store.close()
+    except PreferenceError as error:
+        raise DatasetError(_report(dataset, str(error), "too_few" if error.field == "dataset" else "invalid")) from None
+    return taken.data, taken.summary, taken.counts
+
+
 # ------------------------------------------------------------------ uploads
 
 

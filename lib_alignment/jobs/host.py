@@ -43,6 +43,7 @@ class JobHost:
     model_on_gpu: Callable[[], bool] = _false
     save_tokenizer: Callable[[Path], Path | None] | None = None
     vae_file: Callable[[], Path | None] | None = None
+    preferences_dir: Path | None = None  # the preference store ("My preferences"); None: <output_dir>/preferences
 
     @property
     def in_webui(self) -> bool:
@@ -67,6 +68,7 @@ def host_for(ctx: Any) -> JobHost:
             model_on_gpu=webui.model_on_gpu,
             save_tokenizer=webui.save_tokenizer,
             vae_file=webui.webui_vae_file,
+            preferences_dir=_preferences_dir(ctx),
         )
 
     def standalone_model_on_gpu() -> bool:
@@ -82,4 +84,11 @@ def host_for(ctx: Any) -> JobHost:
         model_source=ctx.model_source,
         extension_root=webui.EXTENSION_ROOT,
         model_on_gpu=standalone_model_on_gpu,
+        preferences_dir=_preferences_dir(ctx),
     )
+
+
+def _preferences_dir(ctx: Any) -> Path:
+    from ..preferences import store_root
+
+    return store_root(ctx)

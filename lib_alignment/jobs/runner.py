@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from .datasets import (
     adopt_staged,
     data_methods,
     export_rank_refine,
+    export_store_preferences,
+    is_preferences,
     resolve_path,
 )
 from .host import JobHost
@@ -369,6 +372,16 @@ class JobRunner:
         try:
             if dataset == RANK_REFINE:
                 path = export_rank_refine(self.host.output_dir, self.root / ".staging" / "rank_refine_preview", method)
+            elif is_preferences(dataset):
+                preview = self.root / ".staging" / "preferences_preview"
+                shutil.rmtree(preview, ignore_errors=True)
+                path, line, _ = export_store_preferences(self._preferences_dir(), dataset, preview / uuid.uuid4().hex, method)
+                report = self.reports.validate(
+                    path, method, skip_bad_rows=bool(options.get("skip_bad_rows", False)),
+                    tie_policy=str(options.get("tie_policy", "drop")), min_per_class=int(options.get("min_per_class", 1)),
+                )
+                report.notes.insert(0, line)
+                return report
             else:
                 if not dataset.strip():
                     raise RequestError(
@@ -545,10 +558,17 @@ class JobRunner:
             exported = export_rank_refine(self.host.output_dir, staging / "data", request.method)
             used = folder / "data" / exported.name
             return {"source": "rank_refine", "path": RANK_REFINE, "used": str(used)}, used
+        if is_preferences(request.dataset):
+            exported, line, counts = export_store_preferences(self._preferences_dir(), request.dataset, staging / "data", request.method)
+            used = folder / "data" / exported.name
+            return {"source": "preferences", "path": request.dataset, "used": str(used), "summary": line, "preferences": counts}, used
         path = resolve_path(request.dataset, self.host.output_dir)
         staging_root = (self.root / ".staging").resolve()
         source = "upload" if staging_root in path.resolve().parents else "path"
         return {"source": source, "path": str(path), "used": str(path)}, path
+
+    def _preferences_dir(self) -> Path:
+        return Path(self.host.preferences_dir or Path(self.host.output_dir) / "preferences")
 
     def _argv(self, flags: list[str], resume: Path | None = None) -> list[str]:
         argv = [self.host.python, "-m", "lib_alignment", "train", *flags]

@@ -14,6 +14,7 @@ and exchange.py (export to / import from the training data layouts).
 from .store import (
     KINDS,
     ImageRecord,
+    NotInStore,
     PreferenceEntry,
     PreferenceError,
     PreferenceFilter,
@@ -25,6 +26,7 @@ from .store import (
 __all__ = [
     "KINDS",
     "ImageRecord",
+    "NotInStore",
     "PreferenceEntry",
     "PreferenceError",
     "PreferenceFilter",

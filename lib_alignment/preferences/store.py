@@ -97,6 +97,10 @@ class PreferenceError(ValueError):
         super().__init__(message)
 
 
+class NotInStore(PreferenceError, LookupError):
+    """An image or entry id the store does not hold."""
+
+
 def _timestamp(value: Any, name: str) -> float | None:
     """Unix seconds from None, a number, a datetime/date, or ISO text ('2026-12-07', '2026-12-07T10:00Z')."""
     if value is None or value == "":
@@ -446,7 +450,7 @@ class PreferenceStore:
     def image(self, image_id: str) -> ImageRecord:
         row = self._connection().execute("SELECT * FROM images WHERE id=?", (str(image_id),)).fetchone()
         if row is None:
-            raise PreferenceError(f"image_id: no image {str(image_id)[:16]!r}… in the preference store", "image_id")
+            raise NotInStore(f"image_id: no image {str(image_id)[:16]!r}… in the preference store", "image_id")
         return _image_record(row)
 
     def images(self, image_ids: Iterable[str]) -> dict[str, ImageRecord]:
@@ -466,7 +470,7 @@ class PreferenceStore:
         known = self.images(ids)
         missing = [i for i in ids if i not in known]
         if missing:
-            raise PreferenceError(f"{field_name}: no image {str(missing[0])[:16]!r}… in the preference store (add it first)", field_name)
+            raise NotInStore(f"{field_name}: no image {str(missing[0])[:16]!r}… in the preference store (add it first)", field_name)
 
     # ------------------------------------------------------------------ entries
     def _add_entry(self, kind: str, image_ids: Sequence[str], source: str, human: bool, liked: bool | None, group: str | None, field_name: str) -> int:
@@ -529,7 +533,7 @@ class PreferenceStore:
         def mark(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT undone FROM entries WHERE id=?", (number,)).fetchone()
             if row is None:
-                raise PreferenceError(f"entry_id: no entry {number} in the preference store", "entry_id")
+                raise NotInStore(f"entry_id: no entry {number} in the preference store", "entry_id")
             if row["undone"] is not None:
                 return False
             conn.execute("UPDATE entries SET undone=? WHERE id=?", (time.time(), number))
@@ -551,7 +555,7 @@ class PreferenceStore:
     def entry(self, entry_id: int) -> PreferenceEntry:
         found = self._select("e.id = ?", [int(entry_id)])
         if not found:
-            raise PreferenceError(f"entry_id: no entry {entry_id} in the preference store", "entry_id")
+            raise NotInStore(f"entry_id: no entry {entry_id} in the preference store", "entry_id")
         return found[0]
 
     # ------------------------------------------------------------------ queries

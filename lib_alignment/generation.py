@@ -36,6 +36,31 @@ class GenerationSettings:
     #: Seeds the per-step noise of ancestral samplers (fixed per candidate, so results repeat).
     noise_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: img2img: the init image's file ("" = txt2img). It is resized to width×height; the refined noise is
+    #: the noise img2img adds to its latent, and denoising_strength says how much of it is re-drawn.
+    init_image: str = ""
+    denoising_strength: float = 0.75
+    #: Hires fix (txt2img only): > 1 upscales the first pass's latents by this factor and re-samples them
+    #: with hires_denoising (hires_steps 0: as many steps as the first pass). The refined noise is the first
+    #: pass's; the hires pass's noise comes from noise_seed, the same for every candidate.
+    hires_scale: float = 0.0
+    hires_denoising: float = 0.5
+    hires_steps: int = 0
+    hires_upscaler: str = "Latent"
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_image)
+
+    @property
+    def is_hires(self) -> bool:
+        return self.hires_scale > 1.0 and not self.is_img2img
+
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the images made: hires fix scales the first pass's size (rounded as A1111 does)."""
+        if not self.is_hires:
+            return self.width, self.height
+        return int(self.width * self.hires_scale) // 8 * 8, int(self.height * self.hires_scale) // 8 * 8
 
     def with_(self, **changes: Any) -> GenerationSettings:
         return replace(self, **changes)
@@ -52,6 +77,16 @@ class GenerationSettings:
             problems.append(f"cfg_scale must be ≥ 0 (got {self.cfg_scale})")
         if not self.sampler or (samplers is not None and self.sampler not in samplers):
             problems.append(f"sampler {self.sampler!r} is not one of {list(samplers or SAMPLERS)}")
+        if not 0.0 < self.denoising_strength <= 1.0:
+            problems.append(f"denoising_strength must be in (0, 1] (got {self.denoising_strength})")
+        if self.init_image and self.hires_scale > 1.0:
+            problems.append("hires fix is for txt2img; an img2img run (init_image) cannot use hires_scale")
+        if self.hires_scale and not 1.0 <= self.hires_scale <= 4.0:
+            problems.append(f"hires_scale must be 0 (off) or in 1..4 (got {self.hires_scale})")
+        if not 0.0 < self.hires_denoising <= 1.0:
+            problems.append(f"hires_denoising must be in (0, 1] (got {self.hires_denoising})")
+        if self.hires_steps < 0:
+            problems.append(f"hires_steps must be ≥ 0 (got {self.hires_steps})")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -92,6 +127,17 @@ def noise_from_seed(seed: int, shape: Sequence[int]) -> torch.Tensor:
     """Unit-variance noise from a seed, drawn on the CPU as A1111 does with its CPU RNG source."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+
+
+def load_init_image(path: str, width: int, height: int) -> Image.Image:
+    """img2img's init image as RGB at the run's size (A1111's resize mode 0, "Just resize")."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"init_image: cannot read {path}: {error}") from error
+    return rgb if rgb.size == (width, height) else rgb.resize((width, height), Image.LANCZOS)
 
 
 def batch_prompts(
@@ -144,40 +190,108 @@ class DiffusersBackend:
     ) -> GenerationResult:
         settings.validate(SAMPLERS)
         prompt_list = batch_prompts(self, settings, initial_latents, prompts)
-        n = len(prompt_list)
-        unet = self.pipe.unet
-        latents = initial_latents.to(device=unet.device, dtype=unet.dtype)
+        init = load_init_image(settings.init_image, settings.width, settings.height) if settings.is_img2img else None
+        with self._lock:
+            if init is not None:
+                final = self._img2img(settings, prompt_list, init, initial_latents, settings.denoising_strength, settings.steps, progress)
+                first = final
+            else:
+                first = final = self._txt2img(settings, prompt_list, initial_latents, progress)
+                if settings.is_hires:
+                    final = self._hires_pass(settings, prompt_list, first, progress)
+            images = self.decode(final)
+        # Like the WebUI backend: with hires fix the latents are the first pass's (what the refined noise decides).
+        return GenerationResult(images=images, latents=first.detach().float().cpu())
+
+    def _generators(self, settings: GenerationSettings, n: int) -> list[torch.Generator]:
         # One generator per image, all seeded alike: an ancestral sampler's step noise is then the same for
         # every candidate and independent of its batch position, so an image regenerated alone matches.
-        generators = [torch.Generator(device="cpu").manual_seed(settings.noise_seed) for _ in range(n)]
+        return [torch.Generator(device="cpu").manual_seed(settings.noise_seed) for _ in range(n)]
+
+    def _common(self, settings: GenerationSettings, prompt_list: list[str], total: int, progress: ProgressCallback | None) -> dict:
+        n = len(prompt_list)
 
         def on_step_end(_pipe: Any, step: int, _t: Any, kwargs: dict) -> dict:
             if progress is not None:
-                progress(step + 1, settings.steps)
+                progress(step + 1, total)
             return kwargs
 
-        with self._lock:
-            original = self.pipe.scheduler
-            self.pipe.scheduler = self._scheduler(settings.sampler)
-            try:
-                with torch.inference_mode():
-                    out = self.pipe(
-                        prompt=prompt_list,
-                        negative_prompt=[settings.negative_prompt] * n if settings.negative_prompt else None,
-                        num_inference_steps=settings.steps,
-                        guidance_scale=settings.cfg_scale,
-                        width=settings.width,
-                        height=settings.height,
-                        latents=latents,
-                        generator=generators,
-                        output_type="latent",
-                        callback_on_step_end=on_step_end,
-                    )
-                    final = out.images
-                    images = self.decode(final)
-            finally:
-                self.pipe.scheduler = original
-        return GenerationResult(images=images, latents=final.detach().float().cpu())
+        return {
+            "prompt": prompt_list,
+            "negative_prompt": [settings.negative_prompt] * n if settings.negative_prompt else None,
+            "guidance_scale": settings.cfg_scale,
+            "generator": self._generators(settings, n),
+            "output_type": "latent",
+            "callback_on_step_end": on_step_end,
+        }
+
+    def _txt2img(
+        self, settings: GenerationSettings, prompt_list: list[str], initial_latents: torch.Tensor, progress: ProgressCallback | None
+    ) -> torch.Tensor:
+        unet = self.pipe.unet
+        original = self.pipe.scheduler
+        self.pipe.scheduler = self._scheduler(settings.sampler)
+        try:
+            with torch.inference_mode():
+                return self.pipe(
+                    num_inference_steps=settings.steps,
+                    width=settings.width,
+                    height=settings.height,
+                    latents=initial_latents.to(device=unet.device, dtype=unet.dtype),
+                    **self._common(settings, prompt_list, settings.steps, progress),
+                ).images
+        finally:
+            self.pipe.scheduler = original
+
+    def _img2img(
+        self,
+        settings: GenerationSettings,
+        prompt_list: list[str],
+        image: Any,
+        noise: torch.Tensor,
+        strength: float,
+        steps: int,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        """diffusers' img2img pipeline (SD or SDXL, sharing this pipeline's modules) with `noise` as the
+        noise it adds to the init latent: the scheduler's add_noise gets ours instead of its own draw."""
+        from diffusers import AutoPipelineForImage2Image
+
+        denoised_steps = min(int(steps * strength), steps)
+        if denoised_steps < 1:
+            raise ValueError(f"denoising strength {strength:g} × {steps} steps leaves no step to run; raise either")
+        scheduler = self._scheduler(settings.sampler)
+        own_add_noise = scheduler.add_noise
+        unet = self.pipe.unet
+
+        def add_given_noise(original: torch.Tensor, _drawn: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            return own_add_noise(original, noise.to(device=original.device, dtype=original.dtype), timesteps)
+
+        scheduler.add_noise = add_given_noise  # type: ignore[method-assign]
+        img2img = AutoPipelineForImage2Image.from_pipe(self.pipe, scheduler=scheduler)
+        img2img.set_progress_bar_config(disable=True)
+        with torch.inference_mode():
+            return img2img(
+                image=image if isinstance(image, torch.Tensor) else [image] * len(prompt_list),
+                strength=strength,
+                num_inference_steps=steps,
+                **self._common(settings, prompt_list, denoised_steps, progress),
+            ).images.to(unet.dtype)
+
+    def _hires_pass(
+        self, settings: GenerationSettings, prompt_list: list[str], first: torch.Tensor, progress: ProgressCallback | None
+    ) -> torch.Tensor:
+        """A1111's hires fix with its "Latent" upscaler: first-pass latents upscaled (bilinear), noised with
+        noise_seed's noise (the same for every candidate) and re-sampled at hires_denoising."""
+        width, height = settings.output_size()
+        upscaled = torch.nn.functional.interpolate(
+            first.float(), size=(height // self.vae_scale, width // self.vae_scale), mode="bilinear"
+        ).to(first.dtype)
+        noise = noise_from_seed(settings.noise_seed, upscaled.shape[1:]).unsqueeze(0).expand(len(prompt_list), -1, -1, -1)
+        steps = settings.hires_steps or settings.steps
+        # A1111 runs the requested number of hires steps: a schedule that long over the re-noised part.
+        total = max(steps, int(steps / min(settings.hires_denoising, 0.999)))
+        return self._img2img(settings, prompt_list, upscaled, noise, settings.hires_denoising, total, progress)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents → PIL images through the pipeline's VAE (upcast where the VAE needs fp32)."""

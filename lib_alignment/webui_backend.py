@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import webui_facade as webui
-from .generation import GenerationResult, GenerationSettings, ProgressCallback, batch_prompts
+from .generation import GenerationResult, GenerationSettings, ProgressCallback, batch_prompts, load_init_image
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -16,10 +16,25 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+def txt2img_params(settings: GenerationSettings) -> dict[str, Any] | None:
+    """txt2img's extra fields: the settings' own `extra`, plus A1111's hires-fix fields when hires is on."""
+    params = dict(settings.extra)
+    if settings.is_hires:
+        params.update(
+            enable_hr=True,
+            hr_scale=float(settings.hires_scale),
+            hr_upscaler=settings.hires_upscaler,
+            denoising_strength=float(settings.hires_denoising),
+            hr_second_pass_steps=int(settings.hires_steps),
+        )
+    return params or None
+
+
 class WebUIBackend:
     """Generates through `processing.process_images`, so the WebUI's model, VAE, LoRAs and samplers apply."""
 
-    #: SD1/SD2/SDXL all use 4 latent channels and an 8× VAE, as the WebUI itself assumes.
+    #: SD1/SD2/SDXL all use 4 latent channels and an 8× VAE, as the WebUI itself assumes (A1111's opt_C,
+    #: opt_f; SDXL's conditioning dict and size embeddings stay inside the WebUI's own processing).
     latent_channels = 4
     vae_scale = 8
 
@@ -45,8 +60,9 @@ class WebUIBackend:
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         prompt_list = batch_prompts(self, settings, initial_latents, prompts)
+        settings.validate()
         n = len(prompt_list)
-        images, latents = webui.txt2img_with_initial_noise(
+        common = dict(
             prompts=prompt_list,
             negative_prompt=settings.negative_prompt,
             initial_noise=initial_latents,
@@ -57,8 +73,17 @@ class WebUIBackend:
             height=settings.height,
             sampler_name=settings.sampler,
             batch_size=largest_divisor_at_most(n, webui.max_batch_size()),
-            extra_params=dict(settings.extra) or None,
         )
+        if settings.is_img2img:
+            init = load_init_image(settings.init_image, settings.width, settings.height)
+            images, latents = webui.img2img_with_initial_noise(
+                init_image=init,
+                denoising_strength=settings.denoising_strength,
+                extra_params=dict(settings.extra) or None,
+                **common,
+            )
+        else:
+            images, latents = webui.txt2img_with_initial_noise(extra_params=txt2img_params(settings), **common)
         if progress is not None:
             progress(settings.steps, settings.steps)
         return GenerationResult(images=images, latents=latents)

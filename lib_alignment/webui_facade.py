@@ -451,6 +451,78 @@ def _host_txt2img_params(extra_params: dict[str, Any] | None) -> dict[str, Any]:
     return params
 
 
+def _with_initial_noise(base: Any, initial_noise: Any, captured: list[Any]) -> Any:
+    """A subclass of the WebUI's txt2img or img2img processing whose sample() draws our noise first.
+
+    txt2img's and img2img's sample() both start with x = self.rng.next(): txt2img samples from it,
+    img2img adds it to the init image's latent (init_latent) at the denoising strength's noise level."""
+    import torch
+    from modules import shared
+
+    class _WithInitialNoise(base):  # type: ignore[misc, valid-type]
+        def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):  # type: ignore[no-untyped-def]
+            start = self.iteration * self.batch_size
+            noise = initial_noise[start : start + self.batch_size].to(device=shared.device, dtype=torch.float32)
+            self.rng = _GivenFirstNoise(noise, self.rng)
+            # Forge's own sample() draws x = self.rng.next() (ours) and then copies
+            # forge_objects_after_applying_lora (the prompt's LoRAs) into forge_objects: calling it keeps both.
+            samples = super().sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
+            # With hires fix, keep the first pass's latents (A1111 returns the hires latents, Forge decoded images).
+            first = self.__dict__.pop("_first_pass_latents", None)
+            final = first if first is not None else samples
+            captured.append(final.detach().float().cpu())
+            return samples
+
+        def sample_hr_pass(self, samples, decoded_samples, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self._first_pass_latents = samples
+            return super().sample_hr_pass(samples, decoded_samples, *args, **kwargs)
+
+    return _WithInitialNoise
+
+
+def _run_with_initial_noise(p: Any, n: int, batch_size: int, captured: list[Any]) -> tuple[list[Any], Any]:
+    import torch
+    from modules import processing, shared
+
+    try:
+        with queue_lock():
+            processed = processing.process_images(p)
+    finally:
+        p.close()
+    if getattr(shared.state, "interrupted", False):
+        raise Interrupted("interrupted: the images of this batch were not finished")
+    images = list(processed.images[:n])
+    if len(images) < n or len(captured) * batch_size < n:
+        raise RuntimeError(f"the WebUI returned {len(images)} of {n} images (interrupted?)")
+    return images, torch.cat(captured)[:n]
+
+
+def _common_params(
+    prompts: list[str], negative_prompt: str, noise_seed: int, steps: int, cfg_scale: float, width: int,
+    height: int, sampler_name: str, batch_size: int,
+) -> dict[str, Any]:
+    from modules import shared
+
+    n = len(prompts)
+    if n % batch_size:
+        raise ValueError(f"{n} images do not split into batches of {batch_size}")
+    return {
+        "sd_model": shared.sd_model,
+        "prompt": list(prompts),
+        "negative_prompt": [negative_prompt] * n,
+        "seed": [int(noise_seed)] * n,
+        "sampler_name": sampler_name,
+        "batch_size": batch_size,
+        "n_iter": n // batch_size,
+        "steps": steps,
+        "cfg_scale": cfg_scale,
+        "width": width,
+        "height": height,
+        "do_not_save_samples": True,
+        "do_not_save_grid": True,
+    }
+
+
 def txt2img_with_initial_noise(
     *,
     prompts: list[str],
@@ -468,63 +540,48 @@ def txt2img_with_initial_noise(
     """Run the WebUI's txt2img processing with our unit-variance initial noise.
 
     Everything the WebUI applies to txt2img applies here: the loaded checkpoint and
-    VAE, LoRAs named in the prompt, sampler and scheduler, clip skip, hires fix
-    (through extra_params). Returns (images, final latents on the CPU; with hires fix, the first pass's). All
+    VAE (SDXL's conditioning included), LoRAs named in the prompt, sampler and scheduler, clip skip, hires fix
+    (through extra_params: its pass draws fresh noise from noise_seed, the same for every candidate).
+    Returns (images, final latents on the CPU; with hires fix, the first pass's). All
     candidates share `noise_seed`, so an ancestral sampler's per-step noise is the
     same for every candidate and round. Runs under the WebUI's queue lock.
     """
-    import torch
-    from modules import processing, shared
+    from modules import processing
 
-    n = len(prompts)
-    if n % batch_size:
-        raise ValueError(f"{n} images do not split into batches of {batch_size}")
     captured: list[Any] = []
+    common = _common_params(prompts, negative_prompt, noise_seed, steps, cfg_scale, width, height, sampler_name, batch_size)
+    cls = _with_initial_noise(processing.StableDiffusionProcessingTxt2Img, initial_noise, captured)
+    p = cls(**common, **_host_txt2img_params(extra_params))
+    return _run_with_initial_noise(p, len(prompts), batch_size, captured)
 
-    class _Txt2ImgWithNoise(processing.StableDiffusionProcessingTxt2Img):
-        def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):  # type: ignore[no-untyped-def]
-            start = self.iteration * self.batch_size
-            noise = initial_noise[start : start + self.batch_size].to(device=shared.device, dtype=torch.float32)
-            self.rng = _GivenFirstNoise(noise, self.rng)
-            # Forge's own sample() draws x = self.rng.next() (ours) and then copies
-            # forge_objects_after_applying_lora (the prompt's LoRAs) into forge_objects: calling it keeps both.
-            samples = super().sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
-            # With hires fix, sample() returns the decoded images (DecodedSamples): keep the first pass's latents.
-            final = samples if isinstance(samples, torch.Tensor) else self.__dict__.pop("_first_pass_latents")
-            captured.append(final.detach().float().cpu())
-            return samples
 
-        def sample_hr_pass(self, samples, decoded_samples, *args, **kwargs):  # type: ignore[no-untyped-def]
-            self._first_pass_latents = samples
-            return super().sample_hr_pass(samples, decoded_samples, *args, **kwargs)
+def img2img_with_initial_noise(
+    *,
+    init_image: Any,
+    denoising_strength: float,
+    prompts: list[str],
+    negative_prompt: str,
+    initial_noise: Any,
+    noise_seed: int,
+    steps: int,
+    cfg_scale: float,
+    width: int,
+    height: int,
+    sampler_name: str,
+    batch_size: int,
+    extra_params: dict[str, Any] | None = None,
+) -> tuple[list[Any], Any]:
+    """Run the WebUI's img2img processing from one init image (PIL) with our noise as the noise img2img
+    adds to the init latent; the image is resized to width×height (resize mode 0) as in the img2img tab.
+    Returns (images, final latents on the CPU). Runs under the WebUI's queue lock."""
+    from modules import processing
 
-    p = _Txt2ImgWithNoise(
-        sd_model=shared.sd_model,
-        prompt=list(prompts),
-        negative_prompt=[negative_prompt] * n,
-        seed=[int(noise_seed)] * n,
-        sampler_name=sampler_name,
-        batch_size=batch_size,
-        n_iter=n // batch_size,
-        steps=steps,
-        cfg_scale=cfg_scale,
-        width=width,
-        height=height,
-        do_not_save_samples=True,
-        do_not_save_grid=True,
-        **_host_txt2img_params(extra_params),
-    )
-    try:
-        with queue_lock():
-            processed = processing.process_images(p)
-    finally:
-        p.close()
-    if getattr(shared.state, "interrupted", False):
-        raise Interrupted("interrupted: the images of this batch were not finished")
-    images = list(processed.images[:n])
-    if len(images) < n or len(captured) * batch_size < n:
-        raise RuntimeError(f"the WebUI returned {len(images)} of {n} images (interrupted?)")
-    return images, torch.cat(captured)[:n]
+    captured: list[Any] = []
+    common = _common_params(prompts, negative_prompt, noise_seed, steps, cfg_scale, width, height, sampler_name, batch_size)
+    cls = _with_initial_noise(processing.StableDiffusionProcessingImg2Img, initial_noise, captured)
+    params = {"resize_mode": 0, **dict(extra_params or {})}
+    p = cls(**common, init_images=[init_image], denoising_strength=float(denoising_strength), **params)
+    return _run_with_initial_noise(p, len(prompts), batch_size, captured)
 
 
 def native_size() -> int:

@@ -6,7 +6,11 @@ client-given id can never name another folder) and is driven by
 adds what both front ends need on top: request validation with messages that
 name the field, a small cache of open sessions, the WebUI job around every
 generation (queue lock, progress bar, Interrupt), stale-submission checks, and
-the session list for "resume".
+the session list for "resume", the scorer that pre-ranks rounds (and ranks
+auto rounds), and ownership: under WebUI auth each session belongs to the user
+who started it and is invisible to other users (`user` arguments; None means
+no auth, where every session is visible). Sessions saved without an owner
+(before ownership existed, or made without auth) are everybody's.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from PIL import Image
 
 from ..generation import ANCESTRAL_SAMPLERS, SAMPLERS, GenerationSettings, ProgressCallback
 from ..paths import confine
-from ..zo import DEFAULT_LR, DEFAULT_MU
+from ..zo import DEFAULT_LR, DEFAULT_MU, VARIETY
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 SERVICE_NAME = "refine_sessions"
+INIT_IMAGE = "init.png"
 MAX_OPEN = 8
 LIMITS = {
     "steps": (1, 150),
@@ -40,7 +45,10 @@ LIMITS = {
     "m": (3, 16),
     "mu": (1e-4, 10.0),
     "lr": (1e-4, 100.0),
+    "auto_rounds": (0, 20),
 }
+#: Scorer specs whose argument is a path: confined to the models folder (the LoRA folder's parent).
+_PATH_SCORERS = ("clip", "aesthetic")
 #: Sampler names whose steps add fresh noise (A1111: "… a", SDE variants, Restart, LCM).
 _STOCHASTIC = re.compile(r"( a$|\bSDE\b|^Restart$|^LCM$)")
 PREFERRED_SAMPLERS = ("DPM++ 2M", "DDIM", "Euler")
@@ -89,8 +97,24 @@ class RefineRequest:
     height: int | None = None
     sampler_name: str | None = None
     m: int = 6
-    mu: float = DEFAULT_MU
+    mu: float | None = None  # None: the variety's μ (default: medium)
     lr: float = DEFAULT_LR
+    variety: str | None = None
+    scorer: str | None = None
+    auto_rounds: int = 0
+    #: img2img: the init image (PIL; None = txt2img) and how much of it is re-drawn.
+    init_image: Any = None
+    denoising_strength: float = 0.75
+    #: Hires fix (txt2img): 0 off, else the upscale factor; its denoising strength and steps (0: as the first pass).
+    hires_scale: float = 0.0
+    hires_denoising: float = 0.5
+    hires_steps: int = 0
+
+    def resolved_mu(self) -> float:
+        """μ as given, else the variety's, else the default."""
+        if self.mu is not None:
+            return float(self.mu)
+        return VARIETY.get(self.variety or "", DEFAULT_MU)
 
     def problems(self, samplers: Sequence[str] | None) -> list[str]:
         """One "field: message" per bad field (samplers None: the sampler is not checked)."""
@@ -113,16 +137,45 @@ class RefineRequest:
                     )
         if self.sampler_name and samplers is not None and self.sampler_name not in samplers:
             out.append(f"sampler_name: {self.sampler_name!r} is not one of {list(samplers)}")
-        out += params_problems(self.m, self.mu, self.lr)
+        out += params_problems(self.m, self.mu, self.lr, self.auto_rounds)
+        out += variety_problems(self.variety, self.mu)
+        if self.auto_rounds and not self.scorer:
+            out.append("auto_rounds: auto rounds need a scorer (choose one, or set auto rounds to 0)")
+        out += _range("denoising_strength", self.denoising_strength, 0.01, 1.0)
+        out += _range("hires_denoising", self.hires_denoising, 0.01, 1.0)
+        out += _range("hires_steps", self.hires_steps, 0, LIMITS["steps"][1])
+        if not (self.hires_scale == 0 or (isinstance(self.hires_scale, (int, float)) and 1.0 <= self.hires_scale <= 4.0)):
+            out.append(f"hires_scale: must be 0 (off) or a number in 1..4 (got {self.hires_scale!r})")
+        if self.init_image is not None and not isinstance(self.init_image, Image.Image):
+            out.append("init_image: must be an image")
+        if self.init_image is not None and self.hires_scale:
+            out.append("hires_scale: hires fix is for txt2img; leave it 0 with an init image")
         return out
 
 
-def params_problems(m: int | None, mu: float | None, lr: float | None) -> list[str]:
+def variety_problems(variety: str | None, mu: float | None) -> list[str]:
+    if variety is None:
+        return []
+    if variety not in VARIETY:
+        return [f"variety: must be one of {', '.join(VARIETY)} (got {variety!r})"]
+    if mu is not None and abs(float(mu) - VARIETY[variety]) > 1e-9:
+        return [f"variety: {variety!r} means μ = {VARIETY[variety]:g}, but mu = {mu!r} was given too; give one of them"]
+    return []
+
+
+def params_problems(m: int | None, mu: float | None, lr: float | None, auto_rounds: int | None = None) -> list[str]:
     out: list[str] = []
-    for name, value in (("m", m), ("mu", mu), ("lr", lr)):
+    for name, value in (("m", m), ("mu", mu), ("lr", lr), ("auto_rounds", auto_rounds)):
         if value is not None:
             out += _range(name, value, *LIMITS[name])
+    if auto_rounds is not None and isinstance(auto_rounds, float) and not auto_rounds.is_integer():
+        out.append(f"auto_rounds: must be a whole number (got {auto_rounds!r})")
     return out
+
+
+def visible_to(owner: str | None, user: str | None) -> bool:
+    """Whether a session of `owner` shows for `user`: always without auth (user None); else own and ownerless ones."""
+    return user is None or owner is None or owner == user
 
 
 def _range(name: str, value: float, low: float, high: float) -> list[str]:
@@ -139,6 +192,7 @@ class SessionSummary:
     rounds: int
     model: str
     updated: str
+    owner: str | None = None
 
     def label(self) -> str:
         """Dropdown text; starts with the id so it can be read back without a (label, value) pair."""
@@ -154,6 +208,7 @@ class RefineSessions:
         self._open: OrderedDict[str, tuple[Any, str]] = OrderedDict()  # id → (session, its model's name)
         self._lock = threading.Lock()
         self._guards: dict[str, threading.RLock] = {}
+        self._scorers: dict[str, Any] = {}
 
     @property
     def root(self) -> Path:
@@ -166,8 +221,14 @@ class RefineSessions:
             raise SessionNotFound(f"no refine session {session_id!r} (ids are 32 hex digits)")
         return confine(self.root, session_id, "session id")
 
-    def get(self, session_id: str) -> Any:
-        """The session, from the cache or reopened from its folder (after a restart)."""
+    def get(self, session_id: str, user: str | None = None) -> Any:
+        """The session, from the cache or reopened from its folder (after a restart); another user's is not found."""
+        session = self._get(session_id)
+        if not visible_to(session.owner, user):
+            raise SessionNotFound(f"no refine session {session_id!r} in {self.root}")
+        return session
+
+    def _get(self, session_id: str) -> Any:
         from ..refine import RefineSession
 
         folder = self.folder(session_id)
@@ -206,8 +267,8 @@ class RefineSessions:
                 self._open.popitem(last=False)
             return existing
 
-    def summaries(self) -> list[SessionSummary]:
-        """Sessions in the output folder, newest first (read from session.json; no model needed)."""
+    def summaries(self, user: str | None = None) -> list[SessionSummary]:
+        """The user's sessions in the output folder, newest first (read from session.json; no model needed)."""
         out = []
         if not self.root.is_dir():
             return out
@@ -225,11 +286,49 @@ class RefineSessions:
                         rounds=len(data.get("rounds", [])),
                         model=str(data.get("model", "")),
                         updated=str(data.get("updated", "")),
+                        owner=None if data.get("owner") is None else str(data["owner"]),
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a damaged folder is skipped here; opening it reports why
-        return sorted(out, key=lambda s: s.updated, reverse=True)
+        return sorted((s for s in out if visible_to(s.owner, user)), key=lambda s: s.updated, reverse=True)
+
+    # ----- scorers ----------------------------------------------------------------------------
+
+    def scorer_spec(self, spec: str | None) -> str | None:
+        """The spec with a clip/aesthetic path resolved inside the models folder; None for no scorer."""
+        spec = (spec or "").strip()
+        if not spec or spec.lower() == "none":
+            return None
+        name, _, argument = spec.partition(":")
+        if name.lower() in _PATH_SCORERS and argument:
+            base = Path(self.ctx.lora_dir).parent
+            parts = [str(confine(base, part.strip(), "scorer: path")) for part in argument.split(",")]
+            return f"{name}:{','.join(parts)}"
+        return spec
+
+    def scorer(self, spec: str | None) -> Any:
+        """The oracle of a spec, loaded once per host (CLIP weights are large); errors name the field."""
+        from ..oracles import make_oracle
+
+        resolved = self.scorer_spec(spec)
+        if resolved is None:
+            return None
+        with self._lock:
+            oracle = self._scorers.get(resolved)
+        if oracle is None:
+            try:
+                oracle = make_oracle(resolved)
+            except (ValueError, FileNotFoundError) as error:
+                raise ValueError(f"scorer: {error}") from error
+            with self._lock:
+                oracle = self._scorers.setdefault(resolved, oracle)
+        return oracle
+
+    def _attach_scorer(self, session: Any) -> None:
+        """Give the session the oracle its params name (the host loads it; sessions persist only the spec)."""
+        spec = session.params.scorer
+        session.scorer = self.scorer(spec) if spec else None
 
     # ----- the loop ---------------------------------------------------------------------------
 
@@ -257,14 +356,19 @@ class RefineSessions:
             webui_facade.end_webui_task(task_id)
 
     def start(
-        self, request: RefineRequest, task_id: str | None = None, progress: ProgressCallback | None = None
+        self,
+        request: RefineRequest,
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+        user: str | None = None,
     ) -> tuple[str, Any, Any]:
-        """A new session and its first round: (id, session, round)."""
+        """A new session of `user` and its first round: (id, session, round)."""
         from ..refine import RefineParams, RefineSession
 
         problems = request.problems(None)  # everything but the sampler, before the model loads
         if problems:
             raise ValueError("; ".join(problems))
+        scorer = self.scorer(request.scorer)  # a bad scorer is refused before the model loads too
         if not self.ctx.in_webui:  # the WebUI applies <lora:...> itself; here a missing LoRA is said up front
             from ..lora_prompt import check_prompt_loras
 
@@ -275,23 +379,41 @@ class RefineSessions:
         if problems:
             raise ValueError("; ".join(problems))
         size = backend.default_size()
+        if request.init_image is not None:  # img2img: default to the init image's own size
+            size_w, size_h = (max(LIMITS["size"][0], min(LIMITS["size"][1], v // 8 * 8)) for v in request.init_image.size)
+        else:
+            size_w = size_h = size
         seed = request.seed if request.seed != -1 else random.randrange(2**32)
+        session_id = uuid.uuid4().hex
+        folder = self.folder(session_id)
+        init_path = _save_init_image(folder, request.init_image) if request.init_image is not None else None
         settings = GenerationSettings(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             steps=int(request.steps),
             cfg_scale=float(request.cfg_scale),
-            width=int(request.width or size),
-            height=int(request.height or size),
+            width=int(request.width or size_w),
+            height=int(request.height or size_h),
             sampler=request.sampler_name or default_sampler(samplers),
             noise_seed=seed,
+            init_image=str(init_path or ""),
+            denoising_strength=float(request.denoising_strength),
+            hires_scale=float(request.hires_scale or 0.0),
+            hires_denoising=float(request.hires_denoising),
+            hires_steps=int(request.hires_steps),
         )
-        params = RefineParams(m=int(request.m), mu=float(request.mu), lr=float(request.lr), optimizer_seed=seed)
-        session_id = uuid.uuid4().hex
-        folder = self.folder(session_id)
-        session = RefineSession.create(folder, backend, settings, seed, params)
+        params = RefineParams(
+            m=int(request.m),
+            mu=request.resolved_mu(),
+            lr=float(request.lr),
+            optimizer_seed=seed,
+            scorer=(request.scorer or "").strip() or None,
+            auto_rounds=int(request.auto_rounds),
+        )
         try:
+            session = RefineSession.create(folder, backend, settings, seed, params, owner=user)
             with self.job(task_id):
+                session.scorer = scorer
                 first = session.start(progress=progress)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -299,13 +421,19 @@ class RefineSessions:
         self._remember(session_id, session)
         return session_id, session, first
 
-    def current(self, session_id: str, progress: ProgressCallback | None = None) -> tuple[Any, Any]:
-        """(session, pending round); renders the first round of a session whose start was cut off."""
+    def current(
+        self, session_id: str, progress: ProgressCallback | None = None, user: str | None = None
+    ) -> tuple[Any, Any]:
+        """(session, pending round); renders the first round of a session whose start was cut off, and the
+        scorer's order of a round shown before a scorer was chosen."""
         with self.guard(session_id):
-            session = self.get(session_id)
+            session = self.get(session_id, user)
+            self._attach_scorer(session)
             if session.current_round is None:
                 with self.job(None):
                     session.start(progress=progress)
+            if session.scorer is not None:
+                session.suggest()
             return session, session.current_round
 
     def rank(
@@ -315,54 +443,108 @@ class RefineSessions:
         round_id: int | None = None,
         task_id: str | None = None,
         progress: ProgressCallback | None = None,
+        user: str | None = None,
     ) -> Any:
+        """A person's ranking of the pending round, then the session's auto rounds (if set); the round to show."""
         with self.guard(session_id):
-            session, pending = self.current(session_id)
+            session, pending = self.current(session_id, user=user)
             if round_id is not None and int(round_id) != pending.id:
                 raise StaleRound(f"round: the ranking is for round {round_id}, but round {pending.id} is shown")
             try:
                 with self.job(task_id):
-                    return session.rank(list(order), progress=progress)
+                    nxt = session.rank(list(order), progress=progress)
             except ValueError as error:
                 raise ValueError(f"order: {error}") from error
+            if session.params.auto_rounds and session.scorer is not None:
+                with self.job(task_id):
+                    nxt = session.auto(session.params.auto_rounds, progress=progress)
+            return nxt
 
-    def undo(self, session_id: str) -> Any:
+    def auto(
+        self,
+        session_id: str,
+        rounds: int,
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+        user: str | None = None,
+    ) -> Any:
+        """Let the session's scorer rank `rounds` rounds now; the round to show."""
+        problems = _range("rounds", rounds, 1, LIMITS["auto_rounds"][1])
+        if problems:
+            raise ValueError("; ".join(problems))
         with self.guard(session_id):
-            session, _ = self.current(session_id)
+            session, _ = self.current(session_id, user=user)
+            if session.scorer is None:
+                raise ValueError("scorer: auto rounds need a scorer; choose one for this session first")
+            with self.job(task_id):
+                return session.auto(int(rounds), progress=progress)
+
+    def undo(self, session_id: str, user: str | None = None) -> Any:
+        with self.guard(session_id):
+            session, _ = self.current(session_id, user=user)
             if not session.can_undo:
                 raise StaleRound("nothing to undo: this is the session's first round")
             return session.undo()
 
-    def reset(self, session_id: str, task_id: str | None = None, progress: ProgressCallback | None = None) -> Any:
+    def reset(
+        self,
+        session_id: str,
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+        user: str | None = None,
+    ) -> Any:
         with self.guard(session_id):
-            session, _ = self.current(session_id)
+            session, _ = self.current(session_id, user=user)
             with self.job(task_id):
                 return session.reset(progress=progress)
 
     def set_params(
-        self, session_id: str, m: int | None = None, mu: float | None = None, lr: float | None = None
+        self,
+        session_id: str,
+        m: int | None = None,
+        mu: float | None = None,
+        lr: float | None = None,
+        *,
+        variety: str | None = None,
+        scorer: str | None = None,
+        auto_rounds: int | None = None,
+        user: str | None = None,
     ) -> Any:
-        problems = params_problems(m, mu, lr)
+        """Change the session's settings from its next round (scorer "" or "none" turns the scorer off)."""
+        problems = params_problems(m, mu, lr, auto_rounds) + variety_problems(variety, mu)
         if problems:
             raise ValueError("; ".join(problems))
-        session = self.get(session_id)
-        return session.set_params(m=None if m is None else int(m), mu=mu, lr=lr)
+        if variety is not None:
+            mu = VARIETY[variety]
+        session = self.get(session_id, user)
+        if scorer is not None:
+            self.scorer(scorer)  # refused here when it cannot load
+        spec = None if scorer is None else (scorer.strip() if self.scorer_spec(scorer) else "")
+        will_score = bool(spec) if scorer is not None else session.params.scorer is not None
+        if auto_rounds and not will_score:
+            raise ValueError("auto_rounds: auto rounds need a scorer (choose one, or set auto rounds to 0)")
+        changes: dict[str, Any] = {} if scorer is None else {"scorer": spec}
+        params = session.set_params(m=None if m is None else int(m), mu=mu, lr=lr, auto_rounds=auto_rounds, **changes)
+        self._attach_scorer(session)
+        return params
 
-    def export(self, session_id: str, task_id: str | None = None) -> Any:
+    def export(self, session_id: str, task_id: str | None = None, user: str | None = None) -> Any:
         """The current image rendered alone, with infotext, and its latent, in <output_dir>/refined/."""
-        session, _ = self.current(session_id)
+        session, _ = self.current(session_id, user=user)
         stem = f"{session_id[:8]}-seed{session.seed}-r{session.rounds_ranked:03d}"
         with self.job(task_id):
             return session.export(Path(self.ctx.output_dir) / "refined", stem)
 
-    def export_preferences(self) -> Any:
-        """pairs.csv / kto.csv over every session's ranked rounds, for the DPO/KTO trainers."""
+    def export_preferences(self, user: str | None = None) -> Any:
+        """pairs.csv / kto.csv over the user's sessions' ranked rounds, for the DPO/KTO trainers
+        (<output_dir>/preferences/rank_refine, or rank_refine-<user> under auth)."""
         from ..refine import export_preferences
 
-        folders = [self.folder(s.id) for s in self.summaries()]
+        folders = [self.folder(s.id) for s in self.summaries(user)]
         if not folders:
             raise SessionNotFound(f"no refine sessions in {self.root} yet")
-        return export_preferences(sorted(folders), Path(self.ctx.output_dir) / "preferences" / "rank_refine")
+        name = "rank_refine" if user is None else f"rank_refine-{re.sub(r'[^A-Za-z0-9._-]+', '_', user)}"
+        return export_preferences(sorted(folders), Path(self.ctx.output_dir) / "preferences" / name)
 
     # ----- views ------------------------------------------------------------------------------
 
@@ -377,6 +559,42 @@ class RefineSessions:
         with Image.open(path) as image:
             image.load()
             return image.copy()
+
+
+def decode_image(text: str, field: str = "init_image") -> Image.Image:
+    """A base64 image from an API body (a data URL's header is allowed), refused with the field's name."""
+    import base64
+    import binascii
+    import io
+
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(payload, validate=True))) as image:
+            image.load()
+            return image.convert("RGB")
+    except (binascii.Error, ValueError, OSError) as error:
+        raise ValueError(f"{field}: not a base64-encoded PNG/JPEG image ({error})") from error
+
+
+def request_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """An API body's fields as RefineRequest takes them (the init image decoded)."""
+    out = dict(fields)
+    if out.get("init_image"):
+        out["init_image"] = decode_image(out["init_image"])
+    else:
+        out["init_image"] = None
+    return out
+
+
+def _save_init_image(folder: Path, image: Image.Image) -> Path:
+    """The img2img init image kept in the session's folder (written whole, then renamed), so the session
+    regenerates the same images after a restart and its export names a file that stays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / INIT_IMAGE
+    temp = folder / f".{INIT_IMAGE}.tmp"
+    image.convert("RGB").save(temp, format="PNG")
+    temp.replace(path)
+    return path
 
 
 def for_context(ctx: Any) -> RefineSessions:

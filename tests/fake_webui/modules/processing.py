@@ -4,6 +4,11 @@ process_images → seeds/prompts set → p.init() → per batch: p.rng = ImageRN
 The fake txt2img sample() draws x = self.rng.next() like the real one, runs a deterministic
 "sampler" (two more rng.next() calls when the sampler is ancestral) and returns latents; images
 are a fixed linear map of the latents, so pixels depend only on the noise and the settings.
+With enable_hr, sample() ends in sample_hr_pass(samples, decoded_samples, ...), which upscales the
+latents, draws fresh noise from a new ImageRNG of the seeds and returns the hires latents, as A1111's.
+img2img: init() "encodes" init_images into init_latent (the inverse of the fake decode, pooled 8×);
+sample() draws x = self.rng.next() and moves init_latent toward the sampler's result by
+denoising_strength, so low strength keeps the init image.
 """
 
 from __future__ import annotations
@@ -60,13 +65,48 @@ class StableDiffusionProcessing:
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     enable_hr: bool = False
     hr_scale: float = 2.0
+    hr_upscaler: str = None
+    denoising_strength: float = 0.75
+    hr_second_pass_steps: int = 0
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()
         if self.sampler_name and self.sampler_name.endswith(" a"):
             x = x + 0.1 * self.rng.next() + 0.1 * self.rng.next()
-        shade = torch.tensor([len(p) % 7 for p in prompts], dtype=torch.float32).view(-1, 1, 1, 1)
-        return torch.tanh(x * (self.cfg_scale / 7.0) + 0.05 * shade + 0.01 * self.steps)
+        samples = _fake_sampler(self, x, prompts)
+        if not self.enable_hr:
+            return samples
+        return self.sample_hr_pass(samples, None, seeds, subseeds, subseed_strength, prompts)
+
+    def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
+        upscaled = torch.nn.functional.interpolate(samples, scale_factor=float(self.hr_scale), mode="bilinear")
+        self.rng = rng.ImageRNG(upscaled.shape[1:], seeds)
+        return torch.tanh(upscaled + self.denoising_strength * 0.1 * self.rng.next())
+
+
+def _fake_sampler(p, x, prompts):
+    shade = torch.tensor([len(q) % 7 for q in prompts], dtype=torch.float32).view(-1, 1, 1, 1)
+    return torch.tanh(x * (p.cfg_scale / 7.0) + 0.05 * shade + 0.01 * p.steps)
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list = None
+    resize_mode: int = 0
+    denoising_strength: float = 0.75
+    init_latent: Any = field(default=None, init=False)
+
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        image = self.init_images[0].convert("RGB").resize((self.width, self.height))
+        rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        pooled = torch.nn.functional.avg_pool2d(rgb, opt_f)
+        latent = torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1)
+        self.init_latent = latent.repeat(self.batch_size, 1, 1, 1)
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        x = self.rng.next()
+        s = float(self.denoising_strength)
+        return (1 - s) * self.init_latent + s * _fake_sampler(self, x, prompts)
 
 
 @dataclass

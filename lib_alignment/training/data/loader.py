@@ -25,6 +25,7 @@ from .formats import (
 )
 from .images import DEFAULT_MAX_PIXELS, ImageProblem, ImageRef, check_image
 from .report import DatasetValidationError, Problem, SkippedRow, ValidationReport
+from .streaming import load_streaming, streaming_files
 from .tables import TableError, open_table
 
 METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "listwise")
@@ -250,6 +251,7 @@ def load_preference_data(
     intersections_as_wins: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
+    strict_images: bool | None = None,
 ) -> PreferenceDataset:
     """Validate and load preference data for ``method`` (dpo, mapo: pairs; kto: labeled, or pairs split).
 
@@ -258,7 +260,11 @@ def load_preference_data(
     ``skip_bad_rows`` is set and only row problems remain. ``progress(done,
     total)`` is called while images are checked. ``min_per_class``: KTO needs at
     least this many desirable and undesirable items; DPO/MaPO this many pairs
-    (and always one).
+    (and always one). ``strict_images``: None streams sharded sources (a folder
+    or glob of parquet shards, a ``datasets`` folder) and tables of more than
+    streaming.STREAM_MIN_ROWS rows, checking their structure up front and their
+    images as they are read; True checks every image first (today's full check);
+    False streams any table.
     """
     method = method.lower()
     if method not in METHODS:
@@ -269,6 +275,12 @@ def load_preference_data(
         raise ValueError(f"resolution must be a positive multiple of 8, not {resolution}")
     if min_per_class < 0:
         raise ValueError("min_per_class must be >= 0")
+    streamed = streaming_files(Path(path).expanduser(), strict_images) if method != "kto" or strict_images is not None or not _is_pair_table(path) else None
+    if streamed is not None:  # pairs (rankings of two, for listwise) or labeled images, read lazily
+        return load_streaming(  # type: ignore[return-value]
+            streamed, "dpo" if method == "listwise" else method, resolution, skip_bad_rows, min_per_class, tie_policy,
+            intersections_as_wins, max_pixels, Path(path).expanduser(), progress,
+        )
     if method == "listwise":  # a ranking table, or pair data as rankings of two
         from .rankings import is_ranking_table, load_rankings, pairs_as_rankings
 
@@ -329,6 +341,15 @@ def load_preference_data(
     if report.blocking:
         raise DatasetValidationError(report)
     return dataset
+
+
+def _is_pair_table(path: str | Path) -> bool:
+    """Whether a single table holds pairs (KTO splits those itself, so they keep the up-front path by default)."""
+    try:
+        table = open_table(Path(path).expanduser())
+    except (TableError, OSError):
+        return False
+    return detect_kind(table.columns) == "pairs"
 
 
 def validate_preference_data(path: str | Path, method: str = "dpo", **kwargs: object) -> ValidationReport:

@@ -182,3 +182,107 @@ def make_toy_rankings(folder: str | Path, n: int, m: int = 4, resolution: int = 
         rows.append([f"a {base.shape} on a {background} background", *names])
     _write_csv(root / "rankings.csv", ["caption", *(f"image_{k + 1}" for k in range(m))], rows)
     return root / "rankings.csv"
+
+
+#: Pick-a-Pic v2's 18 columns, in its order.
+PICKAPIC_COLUMNS = (
+    "are_different", "best_image_uid", "caption", "created_at", "has_label", "image_0_uid", "image_0_url",
+    "image_1_uid", "image_1_url", "jpg_0", "jpg_1", "label_0", "label_1", "model_0", "model_1",
+    "ranking_id", "user_id", "num_example_per_prompt",
+)
+
+
+def _noise_jpegs(count: int, size: int, seed: int) -> list[bytes]:
+    """``count`` JPEGs of random noise (incompressible: each is about size² bytes)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def make_pickapic_shards(
+    folder: str | Path,
+    n: int,
+    shards: int = 2,
+    rows_per_group: int = 1000,
+    image_size: int = 64,
+    seed: int = 0,
+    tie_fraction: float = 0.0,
+    not_different_fraction: float = 0.0,
+    duplicate_fraction: float = 0.0,
+    bad_rows: tuple[int, ...] = (),
+    identical_rows: tuple[int, ...] = (),
+    pool: int = 256,
+) -> Path:
+    """Write ``n`` rows in Pick-a-Pic v2's layout (FOLDER/data/train-XXXXX-of-NNNNN.parquet, its 18 columns); return FOLDER.
+
+    Images are noise JPEGs from a pool of ``pool``, each made unique (and so
+    incompressible across rows) by a row tag after the JPEG's end marker, which
+    decoders ignore: fast to write at 500 K rows. Rows ``bad_rows`` (0-based,
+    over all shards) get a truncated jpg_0, ``identical_rows`` the same bytes in
+    both columns; fractions of ties, ``are_different`` false and duplicate rows
+    (same caption and uids as the row before) are drawn with ``seed``.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(folder)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = _noise_jpegs(pool, image_size, seed)
+    bad, identical = set(bad_rows), set(identical_rows)
+    per_shard = -(-n // shards)
+    for s in range(shards):
+        lo, hi = s * per_shard, min(n, (s + 1) * per_shard)
+        rows = range(lo, hi)
+        m = len(rows)
+        draw = rng.random((m, 3))
+        winner = rng.integers(0, 2, m)
+        cols: dict[str, list] = {c: [] for c in PICKAPIC_COLUMNS}
+        for k, i in enumerate(rows):
+            dup = k > 0 and draw[k, 2] < duplicate_fraction
+            base = i - 1 if dup else i
+            j0, j1 = (2 * base) % pool, (2 * base + 1) % pool
+            a = images[j0] + b"row%d-0" % base
+            b = images[j1] + b"row%d-1" % base
+            if i in bad:
+                a = images[j0][: len(images[j0]) // 3]
+            if i in identical:
+                b = a
+            tie = draw[k, 0] < tie_fraction
+            l0 = 0.5 if tie else float(winner[k] == 0)
+            uid0, uid1 = f"u{base}a", f"u{base}b"
+            cols["are_different"].append(not (draw[k, 1] < not_different_fraction))
+            cols["best_image_uid"].append("" if tie else (uid0 if l0 == 1.0 else uid1))
+            cols["caption"].append(f"a photo of thing {base % 997} number {base}")
+            cols["created_at"].append(1_700_000_000_000 + i)
+            cols["has_label"].append(True)
+            cols["image_0_uid"].append(uid0)
+            cols["image_0_url"].append(f"https://example.invalid/{uid0}.png")
+            cols["image_1_uid"].append(uid1)
+            cols["image_1_url"].append(f"https://example.invalid/{uid1}.png")
+            cols["jpg_0"].append(a)
+            cols["jpg_1"].append(b)
+            cols["label_0"].append(l0)
+            cols["label_1"].append(1.0 - l0)
+            cols["model_0"].append("sd-v1-5")
+            cols["model_1"].append("sdxl")
+            cols["ranking_id"].append(i)
+            cols["user_id"].append(i % 101)
+            cols["num_example_per_prompt"].append(1)
+        types = {"are_different": pa.bool_(), "has_label": pa.bool_(), "jpg_0": pa.binary(), "jpg_1": pa.binary(),
+                 "label_0": pa.float64(), "label_1": pa.float64(), "created_at": pa.int64(), "ranking_id": pa.int64(),
+                 "user_id": pa.int64(), "num_example_per_prompt": pa.int64()}
+        table = pa.table({c: pa.array(v, type=types.get(c, pa.string())) for c, v in cols.items()})
+        target = root / "data" / f"train-{s:05d}-of-{shards:05d}.parquet"
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, str(tmp), row_group_size=rows_per_group, compression="none")
+        tmp.replace(target)
+    return root

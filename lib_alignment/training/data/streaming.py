@@ -1,0 +1,462 @@
+"""Preference data at real scale: a structural check that streams over the table, images read lazily.
+
+Before the first step only the small columns are read, group by group
+(caption, labels, ``are_different``, ``has_label``, image uids or paths):
+missing columns, unknown labels and empty captions are problems with their
+file and row; pairs that are not different (``are_different`` false, or the
+same uid on both sides) and duplicates (same caption and the same two images
+as an earlier row) are left out and counted; ties follow the tie policy. What
+remains is an index of (shard, group, row, flag) in numpy arrays, a few bytes
+per item.
+
+Images are decoded when an item is read, in DataLoader workers. An unreadable
+image does not raise: the item comes back marked ``skipped`` (with file, row,
+column and reason) and ``data_stream.collate`` leaves it out of the batch; so
+does a pair whose two images are byte-identical. ``data_stream.BadImageGuard``
+counts them in the training process and stops the run when too many are bad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .formats import FIRST, SECOND, TIE, detect_kind, kto_outcome, pair_outcome, required_columns
+from .formats import INTERSECTION, DESIRABLE
+from .images import DEFAULT_MAX_PIXELS, ImageProblem, ImageRef, load_image_tensor, resolve_image_path
+from .report import DatasetValidationError, Problem, ValidationReport
+from .shards import GroupReader, Shard, describe, open_shard, shard_files
+from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, TableError
+
+#: Tables with more rows than this are streamed even when they are a single file.
+STREAM_MIN_ROWS = 20_000
+ARE_DIFFERENT, HAS_LABEL = "are_different", "has_label"
+UID_COLUMNS = ("image_0_uid", "image_1_uid")
+ProgressFn = Callable[[int, int], None]
+
+
+def _count_lines(file: Path) -> int:
+    count = 0
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            count += chunk.count(b"\n")
+    return count
+
+
+def streaming_files(source: Path, strict_images: bool | None) -> list[Path] | None:
+    """The files to stream, or None for the up-front check (small tables, folder layouts, strict_images)."""
+    if strict_images is True:
+        return None
+    files = shard_files(source)
+    if files is not None:
+        return files
+    file = source
+    if source.is_dir():
+        tables = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES + CSV_SUFFIXES]
+        from .folder import detect_folder
+
+        try:
+            layout, found = detect_folder(source)
+        except TableError:
+            return None
+        if layout != "table" or found is None or len(tables) != 1:
+            return None
+        file = found
+    suffix = file.suffix.lower()
+    if strict_images is False and suffix in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        return [file]
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            rows = pq.ParquetFile(str(file)).metadata.num_rows
+        elif suffix in CSV_SUFFIXES:
+            rows = _count_lines(file) - 1
+        else:
+            return None
+    except Exception:  # unreadable or no pyarrow: the up-front reader says why
+        return None
+    return [file] if rows > STREAM_MIN_ROWS else None
+
+
+def _strings(column: Any) -> list[Any]:
+    return column.to_pylist()
+
+
+def _floats(column: Any) -> list[Any]:
+    return column.to_pylist()
+
+
+def _truth(column: Any) -> list[bool | None]:
+    """Booleans of a bool, number or text column ('false', '0', 'no' are false); None where empty."""
+    out: list[bool | None] = []
+    for value in column.to_pylist():
+        if value is None or isinstance(value, bool):
+            out.append(value)
+        elif isinstance(value, (int, float)):
+            out.append(None if value != value else bool(value))
+        else:
+            text = str(value).strip().lower()
+            out.append(None if not text else text not in ("false", "0", "no", "0.0"))
+    return out
+
+
+def _lower_map(columns: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in columns:
+        out.setdefault(name.strip().lower(), name)
+    return out
+
+
+class _Scan:
+    """The streaming structural check of every shard; builds the item index and the report."""
+
+    def __init__(self, shards: list[Shard], method: str, tie_policy: str, skip_bad_rows: bool, intersections_as_wins: bool, report: ValidationReport) -> None:
+        self.shards = shards
+        self.method = method
+        self.tie_policy = tie_policy
+        self.skip_bad_rows = skip_bad_rows
+        self.intersections_as_wins = intersections_as_wins
+        self.report = report
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("shard", "group", "row", "flag", "weight")}
+        self.seen: set[int] = set()
+        self.counts = {"rows": 0, "not_different": 0, "unlabeled": 0, "same_image": 0, "duplicates": 0, "ties": 0, "bad_rows": 0}
+
+    def _problem(self, shard: Shard, row: int, field: str | None, message: str, code: str) -> None:
+        self.report.add(Problem(str(shard.path), row, field, message, code=code))
+        self.counts["bad_rows"] += 1
+
+    def _add(self, s: int, g: int, rows: list[int], flags: list[int], weights: list[float]) -> None:
+        n = len(rows)
+        if not n:
+            return
+        self.parts["shard"].append(np.full(n, s, np.int32))
+        self.parts["group"].append(np.full(n, g, np.int32))
+        self.parts["row"].append(np.asarray(rows, np.int32))
+        self.parts["flag"].append(np.asarray(flags, np.int8))
+        self.parts["weight"].append(np.asarray(weights, np.float32))
+
+    def run(self, kind: str, roles: dict[str, str], original: dict[str, str], progress: ProgressFn | None) -> None:
+        total = sum(len(s.groups) for s in self.shards)
+        reader = GroupReader(self.shards, keep=1)
+        done = 0
+        for s, shard in enumerate(self.shards):
+            names = _lower_map(shard.columns)
+            missing = [c for c in original.values() if c.lower() not in names]
+            if missing:
+                self.report.add(Problem(str(shard.path), None, missing[0], f"missing column {missing[0]!r} that the first file has (this file has: {', '.join(shard.columns)})", code="missing_column", skippable=False))
+                return
+            wanted = [names[c.lower()] for c in original.values()]
+            base = 0
+            for g, size in enumerate(shard.groups):
+                table = reader.read(s, g, wanted)
+                columns = {role: table.column(names[original[role].lower()]) for role in original}
+                if kind == "pairs":
+                    self._pairs(s, g, base, shard, roles, columns)
+                else:
+                    self._labeled(s, g, base, shard, roles, columns)
+                self.counts["rows"] += size
+                base += size
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            reader.close()
+
+    def _pairs(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
+        captions = _strings(cols["caption"])
+        l0 = _floats(cols["label_0"])
+        l1 = _floats(cols["label_1"]) if "label_1" in cols else None
+        different = _truth(cols[ARE_DIFFERENT]) if ARE_DIFFERENT in cols else None
+        labelled = _truth(cols[HAS_LABEL]) if HAS_LABEL in cols else None
+        uids = [_strings(cols["uid_0"]), _strings(cols["uid_1"])] if "uid_0" in cols else None
+        rows: list[int] = []
+        flags: list[int] = []
+        weights: list[float] = []
+        for r, caption in enumerate(captions):
+            number = base + r + 1
+            text = "" if caption is None else str(caption).strip()
+            outcome, bad, message = pair_outcome(l0[r], l1[r] if l1 is not None else None, l1 is not None)
+            if labelled is not None and labelled[r] is not None and not labelled[r]:
+                self.counts["unlabeled"] += 1
+                continue
+            if not text:
+                self._problem(shard, number, roles["caption"], "empty caption: every example needs the prompt it was generated from", "empty_caption")
+                continue
+            if outcome is None:
+                self._problem(shard, number, bad, message, "unknown_label")
+                continue
+            if different is not None and different[r] is not None and not different[r]:
+                self.counts["not_different"] += 1
+                continue
+            if uids is not None:
+                a, b = uids[0][r], uids[1][r]
+                if a is not None and a == b:
+                    self.counts["same_image"] += 1
+                    continue
+                key = hash((text, min(str(a), str(b)), max(str(a), str(b))))
+                if key in self.seen:
+                    self.counts["duplicates"] += 1
+                    continue
+                self.seen.add(key)
+            if outcome == TIE:
+                self.counts["ties"] += 1
+                if self.tie_policy != "weight":
+                    continue
+                rows += [r, r]
+                flags += [0, 1]
+                weights += [0.5, 0.5]
+                continue
+            rows.append(r)
+            flags.append(0 if outcome == FIRST else 1)
+            weights.append(1.0)
+        self._add(s, g, rows, flags, weights)
+
+    def _labeled(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
+        captions = _strings(cols["caption"])
+        images = _strings(cols["image"])
+        labels = _strings(cols["label"])
+        rows: list[int] = []
+        flags: list[int] = []
+        for r, caption in enumerate(captions):
+            number = base + r + 1
+            text = "" if caption is None else str(caption).strip()
+            outcome = kto_outcome(labels[r])
+            if not text:
+                self._problem(shard, number, roles["caption"], "empty caption: every example needs the prompt it was generated from", "empty_caption")
+                continue
+            if outcome is None:
+                self._problem(shard, number, roles["label"], f"unknown label {labels[r]!r}: use exclusive_win, exclusive_lose or intersections", "unknown_label")
+                continue
+            if outcome == INTERSECTION:
+                self.counts["intersections"] = self.counts.get("intersections", 0) + 1
+                if not self.intersections_as_wins:
+                    continue
+            key = hash((text, str(images[r])))
+            if key in self.seen:
+                self.counts["duplicates"] += 1
+                continue
+            self.seen.add(key)
+            rows.append(r)
+            flags.append(1 if outcome in (DESIRABLE, INTERSECTION) else 0)
+        self._add(s, g, rows, flags, [1.0] * len(rows))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: (np.concatenate(v) if v else np.zeros(0, {"shard": np.int32, "group": np.int32, "row": np.int32, "flag": np.int8, "weight": np.float32}[k])) for k, v in self.parts.items()}
+
+
+def _item_label(outcome_flag: int) -> float:
+    return float(outcome_flag)
+
+
+class StreamingDataset(Dataset):
+    """Items of a sharded table, read a group at a time and decoded on access (see the module docstring).
+
+    ``kind`` is "pairs" (items as PairDataset's) or "labeled" (as LabeledDataset's).
+    Unreadable images give an item with ``skipped`` set instead of raising.
+    """
+
+    streaming = True
+
+    def __init__(self, kind: str, shards: list[Shard], columns: dict[str, str], arrays: dict[str, np.ndarray], resolution: int, report: ValidationReport, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.kind = kind
+        self.shards = shards
+        self.columns = columns  # role -> original column name (caption, image_0/image_1 or image)
+        self.arrays = arrays
+        self.resolution = resolution
+        self.report = report
+        self.max_pixels = max_pixels
+        self.reader = GroupReader(shards)
+        self._offsets = [np.concatenate([[0], np.cumsum(s.groups)]).astype(np.int64) for s in shards]
+
+    def __len__(self) -> int:
+        return int(len(self.arrays["row"]))
+
+    def block_sizes(self) -> list[int]:
+        """Sizes of the runs of consecutive items that share a group (for a group-local shuffle)."""
+        shard, group = self.arrays["shard"].astype(np.int64), self.arrays["group"].astype(np.int64)
+        if not len(shard):
+            return []
+        key = shard * (1 << 32) + group
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        return np.diff(np.concatenate([starts, [len(key)]])).tolist()
+
+    def labels(self) -> list[float]:
+        if self.kind != "labeled":
+            raise TypeError("pair data has no per-item labels")
+        return self.arrays["flag"].astype(np.float32).tolist()
+
+    def weights(self) -> list[float]:
+        return self.arrays["weight"].tolist()
+
+    def locate(self, index: int) -> dict[str, Any]:
+        """Where item ``index`` lives: shard file, row group, row in the group, record number in the file."""
+        s, g, r = (int(self.arrays[k][index]) for k in ("shard", "group", "row"))
+        return {"shard": str(self.shards[s].path), "row_group": g, "row": r, "record": int(self._offsets[s][g]) + r + 1}
+
+    def cache_latents(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError("cache_latents keeps every latent in memory, which streamed data is too large for: turn it off (images are decoded lazily in DataLoader workers; raise dataloader_workers if the data side is slow)")
+
+    def _ref(self, cell: Any, column: str, shard: Shard, record: int) -> ImageRef:
+        if isinstance(cell, dict):
+            cell = cell.get("bytes") or cell.get("path")
+        display = f"{shard.path.name}, row {record}, {column}"
+        if isinstance(cell, (bytes, bytearray, memoryview)):
+            if not len(cell):
+                raise ImageProblem("missing_value", "empty image bytes")
+            return ImageRef(key=display, display=display, data=bytes(cell))
+        if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+            raise ImageProblem("missing_value", "no image given")
+        return ImageRef.from_path(resolve_image_path(shard.path.parent.resolve(), str(cell)), str(cell))
+
+    def _pixels(self, ref: ImageRef) -> torch.Tensor:
+        if ref.path is not None and not Path(ref.path).is_file():
+            raise ImageProblem("missing_image", f"image file not found: {ref.display}")
+        try:
+            return load_image_tensor(ref, self.resolution, self.max_pixels)
+        except ImageProblem:
+            raise
+        except Exception as exc:  # PIL's OSError / SyntaxError / ValueError for damaged data
+            raise ImageProblem("corrupt_image", f"damaged, truncated or unknown image: {type(exc).__name__}: {exc}") from None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s, g, r, flag = (int(self.arrays[k][index]) for k in ("shard", "group", "row", "flag"))
+        shard = self.shards[s]
+        record = int(self._offsets[s][g]) + r + 1
+        roles = ("image_0", "image_1") if self.kind == "pairs" else ("image",)
+        table = self.reader.read(s, g, [self.columns["caption"], *(self.columns[role] for role in roles)])
+        caption = str(table.column(0)[r].as_py() or "").strip()
+        cells = [table.column(i + 1)[r].as_py() for i in range(len(roles))]
+        item: dict[str, Any] = {"caption": caption}
+        if self.kind == "pairs":
+            item["weight"] = float(self.arrays["weight"][index])
+            empty = torch.empty(2, 3, 0, 0)
+        else:
+            item["label"] = _item_label(flag)
+            empty = torch.empty(3, 0, 0)
+        tensors = []
+        refs = []
+        for role, cell in zip(roles, cells):
+            column = self.columns[role]
+            try:
+                ref = self._ref(cell, column, shard, record)
+                refs.append(ref)
+                tensors.append(self._pixels(ref))
+            except ImageProblem as exc:
+                item["pixel_values"] = empty
+                item["skipped"] = {"file": str(shard.path), "row": record, "field": column, "code": exc.code, "message": str(exc), "bad": True}
+                return item
+        if self.kind == "pairs":
+            if refs[0].data is not None and refs[0].data == refs[1].data:
+                item["pixel_values"] = empty
+                item["skipped"] = {"file": str(shard.path), "row": record, "field": self.columns["image_1"], "code": "same_image", "message": "both images of the pair are byte-identical", "bad": False}
+                return item
+            first, second = (tensors[0], tensors[1]) if flag == 0 else (tensors[1], tensors[0])
+            item["pixel_values"] = torch.from_numpy(np.stack([first.numpy(), second.numpy()]))
+        else:
+            item["pixel_values"] = tensors[0]
+        return item
+
+
+def load_streaming(
+    files: list[Path],
+    method: str,
+    resolution: int,
+    skip_bad_rows: bool,
+    min_per_class: int,
+    tie_policy: str,
+    intersections_as_wins: bool,
+    max_pixels: int,
+    source: Path,
+    progress: ProgressFn | None = None,
+) -> StreamingDataset:
+    """Check the structure of ``files`` (small columns only) and return the lazily decoding dataset."""
+    report = ValidationReport(source=str(source), skip_bad_rows=skip_bad_rows)
+    report.row_meaning = "rows are record numbers in each file, the first record being row 1"
+    if not files:
+        report.add(Problem(str(source), None, None, "no .parquet or .arrow files match", code="missing_file", skippable=False))
+        raise DatasetValidationError(report)
+    try:
+        shards = [open_shard(f) for f in files]
+    except TableError as exc:
+        report.add(exc.problem)
+        raise DatasetValidationError(report) from None
+    first = shards[0]
+    lower = _lower_map(first.columns)
+    kind = detect_kind(list(lower)) or ("labeled" if method == "kto" else "pairs")
+    roles, missing = required_columns(list(lower), kind)
+    for role, names in missing:
+        report.add(Problem(str(first.path), None, role, f"missing column {names} (the file has: {', '.join(first.columns)})", code="missing_column", skippable=False))
+    if missing:
+        raise DatasetValidationError(report)
+    if kind == "labeled" and method != "kto":
+        report.add(Problem(str(source), None, None, f"{method.upper()} trains on pairs, but this is labeled (liked/disliked) data: use KTO, or pair data", code="wrong_kind", skippable=False))
+        raise DatasetValidationError(report)
+    if kind == "pairs" and method == "kto":
+        report.add(Problem(str(source), None, None, "KTO on streamed pair shards is not supported yet: use DPO, or pass --strict-images to split a small set into liked/disliked images", code="wrong_kind", skippable=False))
+        raise DatasetValidationError(report)
+    # role -> original column name, for the small columns the scan reads
+    small: dict[str, str] = {"caption": lower[roles["caption"]]}
+    if kind == "pairs":
+        small["label_0"] = lower[roles["label_0"]]
+        if "label_1" in roles:
+            small["label_1"] = lower["label_1"]
+        for name in (ARE_DIFFERENT, HAS_LABEL):
+            if name in lower:
+                small[name] = lower[name]
+        image_cols = [roles["image_0"], roles["image_1"]]
+        if all(u in lower for u in UID_COLUMNS):
+            small["uid_0"], small["uid_1"] = lower[UID_COLUMNS[0]], lower[UID_COLUMNS[1]]
+        elif not any(c.startswith("jpg") for c in image_cols):  # paths identify the images
+            small["uid_0"], small["uid_1"] = lower[image_cols[0]], lower[image_cols[1]]
+        else:
+            report.notes.append("no image_0_uid / image_1_uid columns: duplicates are not looked for (that would read every image)")
+        columns = {"caption": small["caption"], "image_0": lower[image_cols[0]], "image_1": lower[image_cols[1]]}
+    else:
+        small["image"] = lower[roles["image"]]
+        small["label"] = lower[roles["label"]]
+        columns = {"caption": small["caption"], "image": small["image"]}
+    scan = _Scan(shards, method, tie_policy, skip_bad_rows, intersections_as_wins, report)
+    scan.run(kind, roles, small, progress)
+    if report.blocking:
+        raise DatasetValidationError(report)
+    arrays = scan.arrays()
+    counts = scan.counts
+    report.counts.update({"files": len(shards), "rows": counts["rows"]})
+    n = len(arrays["row"])
+    if kind == "pairs":
+        report.counts["pairs"] = n
+    else:
+        report.counts["desirable"] = int((arrays["flag"] == 1).sum())
+        report.counts["undesirable"] = int((arrays["flag"] == 0).sum())
+    for name in ("not_different", "unlabeled", "same_image", "duplicates", "ties", "intersections"):
+        if counts.get(name):
+            report.counts[name] = counts[name]
+    if skip_bad_rows:
+        report.counts["skipped"] = counts["bad_rows"]
+    left_out = [f"{counts[k]} {label}" for k, label in (
+        ("not_different", "with are_different false"), ("unlabeled", "with has_label false"), ("same_image", "with the same image uid on both sides"),
+        ("duplicates", "duplicate(s) of an earlier row (same caption and images)"),
+    ) if counts.get(k)]
+    if kind == "pairs" and counts["ties"]:
+        left_out.append(f"{counts['ties']} tie(s) {'kept, weighted 0.5 in both orders' if tie_policy == 'weight' else 'dropped (tie policy)'}")
+    report.notes.append(
+        f"streamed {describe(files)}: structure of {counts['rows']} rows checked; images are checked as they are read "
+        "(a bad one is skipped, counted and named; --strict-images checks them all first)"
+        + (f"; left out: {', '.join(left_out)}" if left_out else "")
+    )
+    needed = max(1, min_per_class)
+    if kind == "pairs" and n < needed:
+        report.add(Problem(str(source), None, None, f"{method.upper()} needs at least {needed} usable pair(s); found {n}", code="too_few", skippable=False))
+    if kind == "labeled":
+        for value, name in ((1, "desirable"), (0, "undesirable")):
+            if int((arrays["flag"] == value).sum()) < min_per_class:
+                report.add(Problem(str(source), None, "label", f"KTO needs at least {min_per_class} {name} example(s); found {int((arrays['flag'] == value).sum())}", code="too_few", skippable=False))
+    if report.blocking:
+        raise DatasetValidationError(report)
+    return StreamingDataset(kind, shards, columns, arrays, resolution, report, max_pixels)

@@ -153,3 +153,30 @@ def test_diffusers_img2img_and_hires_follow_the_given_noise(tiny_random_pipe, tm
     same = _pixels(hires.images)
     assert np.abs(same[0] - same[1]).max() <= 2  # the hires pass's noise does not differ between candidates
     assert np.abs(same[0] - same[2]).mean() > 1
+
+
+def test_tab_start_takes_an_init_image_and_strength_in_the_webui(fake_webui, monkeypatch, tmp_path):
+    """The tab's img2img inputs reach the session (fake A1111): Start with an init image refines img2img noise."""
+    import json
+
+    from ui_handlers import call
+
+    from lib_alignment.ui import webui_tabs
+
+    monkeypatch.setattr(webui_tabs, "_context", None)
+    tabs = webui_tabs.ui_tabs()
+    block = next(block for block, title, _ in tabs if title == "Rank & Refine")
+    prefix = "alignment_rank_refine"
+    init = Image.open(_init_image(tmp_path / "init.png"))
+    common = {f"{prefix}_seed": 3, f"{prefix}_steps": 2, f"{prefix}_m": 4, f"{prefix}_sampler": "Euler"}
+    html, session_id, *_ = call(
+        block, "rank_refine_tab", "on_start", **common,
+        **{f"{prefix}_init_image": init, f"{prefix}_strength": 0.35},
+    )
+    assert session_id, html
+    folder = webui_tabs._context.output_dir / "refine" / session_id
+    settings = json.loads((folder / "session.json").read_text())["settings"]
+    assert settings["denoising_strength"] == 0.35 and (folder / "init.png").is_file()
+    assert (settings["width"], settings["height"]) == (64, 64)
+    html, session_id, *_ = call(block, "rank_refine_tab", "on_start", **common, **{f"{prefix}_strength": None})
+    assert not session_id and "Denoising strength" in html  # an empty field is refused with its label

@@ -32,6 +32,9 @@ def register_routes(app: Any, ctx: Any, dependencies: list[Any] | None = None) -
     from .preference_routes import preferences_router
 
     router.include_router(preferences_router(ctx))
+    from .curate_routes import curate_router
+
+    router.include_router(curate_router(ctx))
     # Before the main router: its auth also takes the page's token, and /preferences/{entry_id}/undo would
     # otherwise catch /preferences/gallery/undo.
     from .gallery_routes import gallery_router

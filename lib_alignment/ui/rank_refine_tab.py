@@ -32,6 +32,7 @@ from .refine_sessions import (
     for_context,
     ordered_samplers,
 )
+from .refine_source import build_source_inputs, source_fields
 from .refine_view import empty_board, round_board
 
 TITLE = "Rank & Refine"
@@ -223,6 +224,7 @@ def build(ctx: AppContext) -> None:
                     mu = gr.Number(label=MU_LABEL, value=DEFAULT_MU, elem_id=_id("mu"))
                     lr = gr.Number(label=LR_LABEL, value=DEFAULT_LR, elem_id=_id("lr"))
                 apply_params = gr.Button("Apply to the running session (from its next round)", elem_id=_id("apply"))
+            source = build_source_inputs(ELEM_ID)
             start = gr.Button("Start", variant="primary", elem_id=_id("start"))
             with gr.Accordion("Earlier sessions", open=False, elem_id=_id("history")):
                 session_list = gr.Dropdown(label="Session", choices=_session_choices(sessions), elem_id=_id("sessions"))
@@ -293,10 +295,15 @@ def build(ctx: AppContext) -> None:
         lr_value,
         session_id,
         task,
+        init_image=None,
+        strength=0.75,
+        hires_scale=1.0,
+        hires_denoising=0.5,
         progress=gr.Progress(),  # noqa: B008 - gradio's way to ask for a progress tracker
     ):
         def step() -> tuple[str, str | None]:
             request = RefineRequest(
+                **source_fields(init_image, strength, hires_scale, hires_denoising),
                 prompt=prompt_text or "",
                 negative_prompt=negative_text or "",
                 seed=number(seed_value, SEED_LABEL, integer=True, minimum=-1),
@@ -421,7 +428,7 @@ def build(ctx: AppContext) -> None:
 
     start.click(
         on_start,
-        inputs=[prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, session_box, task_box],
+        inputs=[prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, session_box, task_box, *source.components()],
         outputs=[*round_outputs, session_list],
     )
     next_button.click(on_next, inputs=[session_box, order_box, task_box], outputs=round_outputs)

@@ -17,6 +17,10 @@ copies the images it needs into <out>/images/ and writes, next to them:
   trainer: every round whose ranking orders all its images (all, or all but one,
   the one left being the worst), of the most common round size m.
 
+Every CSV ends with a column human: 1 when a person ranked the round, 0 when the
+session's scorer did (auto rounds); the trainers read columns by name and ignore it.
+Rounds ranked before the source was recorded count as human.
+
 Image paths are relative to the CSV's folder and use "/" separators.
 """
 
@@ -35,8 +39,8 @@ from typing import Any
 from ..paths import atomic_write_text
 from ..zo import ranking_pairs
 
-PAIRS_COLUMNS = ("caption", "image_0", "image_1", "label_0", "label_1")
-KTO_COLUMNS = ("file_name", "caption", "label")
+PAIRS_COLUMNS = ("caption", "image_0", "image_1", "label_0", "label_1", "human")
+KTO_COLUMNS = ("file_name", "caption", "label", "human")
 WIN, LOSE = "exclusive_win", "exclusive_lose"
 
 
@@ -93,8 +97,8 @@ def export_preferences(sources: Sequence[Any], out_dir: str | Path) -> Preferenc
     out = Path(out_dir)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    pair_rows: list[tuple[str, str, str, int, int]] = []
-    kto_rows: list[tuple[str, str, str]] = []
+    pair_rows: list[tuple[str, str, str, int, int, int]] = []
+    kto_rows: list[tuple[str, str, str, int]] = []
     used_names: set[str] = set()
     ranking_rows: list[list[str]] = []
     rounds = 0
@@ -110,6 +114,7 @@ def export_preferences(sources: Sequence[Any], out_dir: str | Path) -> Preferenc
             files = record["images"]
             order = [int(i) for i in record["order"]]
             caption = record["prompt"]
+            human = 0 if record.get("source") == "scorer" else 1
             copied: dict[int, str] = {}
 
             def relative(index: int, record: dict[str, Any] = record, files: list[str] = files) -> str:
@@ -123,22 +128,22 @@ def export_preferences(sources: Sequence[Any], out_dir: str | Path) -> Preferenc
                 return copied[index]
 
             for better, worse in ranking_pairs(order, len(files)):
-                pair_rows.append((caption, relative(better), relative(worse), 1, 0))
+                pair_rows.append((caption, relative(better), relative(worse), 1, 0, human))
             for index, label in kto_labels(order, len(files)):
-                kto_rows.append((relative(index), caption, label))
+                kto_rows.append((relative(index), caption, label, human))
             full = complete_order(order, len(files))
             if full is not None:
-                ranking_rows.append([caption, *(relative(i) for i in full)])
+                ranking_rows.append([caption, *(relative(i) for i in full), str(human)])
     pairs_csv, kto_csv = out / "pairs.csv", out / "kto.csv"
     atomic_write_text(pairs_csv, _csv_text(PAIRS_COLUMNS, pair_rows))
     atomic_write_text(kto_csv, _csv_text(KTO_COLUMNS, kto_rows))
     rankings_csv, rankings = None, 0
     if ranking_rows:
-        sizes = [len(row) - 1 for row in ranking_rows]
+        sizes = [len(row) - 2 for row in ranking_rows]
         m = max(set(sizes), key=lambda size: (sizes.count(size), size))
-        kept = [row for row in ranking_rows if len(row) - 1 == m]
+        kept = [row for row in ranking_rows if len(row) - 2 == m]
         rankings_csv, rankings = out / "rankings.csv", len(kept)
-        atomic_write_text(rankings_csv, _csv_text(["caption", *(f"image_{k + 1}" for k in range(m))], kept))
+        atomic_write_text(rankings_csv, _csv_text(["caption", *(f"image_{k + 1}" for k in range(m)), "human"], kept))
     return PreferenceExport(pairs_csv=pairs_csv, kto_csv=kto_csv, pairs=len(pair_rows), kto_rows=len(kto_rows), rounds=rounds,
                             rankings_csv=rankings_csv, rankings=rankings)
 

@@ -57,6 +57,7 @@ class RefineParams:
 
     shrink: the step schedule (see `RankSGD`); sessions saved before it existed keep a constant step (1.0).
     auto_rounds: after each ranking by a person, how many rounds the session's scorer ranks by itself.
+    scorer: the oracle spec the host turns into `session.scorer` (see `lib_alignment.oracles.make_oracle`).
     """
 
     m: int = 6
@@ -68,6 +69,7 @@ class RefineParams:
     optimizer_seed: int = 0
     shrink: float = DEFAULT_SHRINK
     auto_rounds: int = 0
+    scorer: str | None = None
 
 
 @dataclass
@@ -279,6 +281,23 @@ class RefineSession:
                 current = self.rank(order, progress=progress, human=False)
             return current
 
+    def round_log(self) -> list[dict[str, Any]]:
+        """Per live round: its type, the scorer's order (what was shown pre-ranked), the submitted order and who gave it."""
+        out = []
+        for round_id in self._data["rounds"]:
+            record = self._read_record(round_id)
+            out.append(
+                {
+                    "round": round_id,
+                    "type": record.get("type"),
+                    "scorer": record.get("scorer"),
+                    "scorer_order": record.get("scorer_order"),
+                    "order": record.get("order"),
+                    "source": record.get("source"),
+                }
+            )
+        return out
+
     def undo(self) -> Round:
         """Take back the last ranking (or reset): the previous round is pending again, unchanged."""
         with self._lock:
@@ -317,8 +336,9 @@ class RefineSession:
         k: Any = _UNSET,
         shrink: float | None = None,
         auto_rounds: int | None = None,
+        scorer: Any = _UNSET,
     ) -> RefineParams:
-        """Change m, mu, lr, k, shrink or auto_rounds; the pending round stays as shown, the next one uses the new values."""
+        """Change m, mu, lr, k, shrink, auto_rounds or the scorer spec (the host sets `self.scorer` to match); the pending round stays as shown, the next one uses the new values."""
         with self._lock:
             pairs = (("m", m), ("mu", mu), ("lr", lr), ("shrink", shrink))
             changes: dict[str, Any] = {name: value for name, value in pairs if value is not None}
@@ -329,6 +349,8 @@ class RefineSession:
                 if isinstance(auto_rounds, bool) or int(auto_rounds) != auto_rounds or auto_rounds < 0:
                     raise ValueError(f"auto_rounds must be a whole number ≥ 0 (got {auto_rounds!r})")
                 old = replace(old, auto_rounds=int(auto_rounds))
+            if scorer is not _UNSET:
+                old = replace(old, scorer=scorer or None)
             try:
                 for name, value in changes.items():
                     setattr(self._optimizer, name, value)

@@ -45,7 +45,7 @@ def _trainer(tmp_path: Path, trainer_class=None, **changes):
         method="ddpo", model=MODEL, output_dir=str(tmp_path), name="jpeg", reward="jpeg_incompressibility", prompts=[PROMPT],
         resolution=128, sample_steps=8, sample_cfg_scale=5.0, samples_per_epoch=16, rollout_batch_size=8, batch_size=8,
         inner_epochs=1, clip_range=1e-3, num_epochs=6, learning_rate=2e-2, rank=4, seed=1, checkpoint_every=0,
-        preview=False, progress_bar=False, tensorboard=False,
+        preview=False, progress_bar=False, tensorboard=False, validation_split=0.0,  # (held-out reward: test_ddpo_validation.py)
     )
     values.update(changes)
     return (trainer_class or DDPOTrainer)(TrainConfig(**values))

@@ -123,3 +123,52 @@ def test_step_refuses_eta_zero_and_ambiguous_calls():
         ddim_step(scheduler, x, 1, x, 0.0, variance_noise=x)
     with pytest.raises(ValueError, match="exactly one"):
         ddim_step(scheduler, x, 1, x, 1.0)
+
+
+#: A scheduler config as some diffusers folders ship it: no set_alpha_to_one, no steps_offset (diffusers then
+#: defaults to True and 0, which leaves the last DDIM step without noise).
+BARE_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+
+
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_a_config_without_set_alpha_to_one_or_steps_offset_gives_finite_log_probs(spacing: str):
+    from diffusers import DDIMScheduler
+
+    from lib_alignment.training.ddpo.sampler_logprob import check_step_noise, ddpo_scheduler
+
+    config = {**BARE_CONFIG, "timestep_spacing": spacing}
+    initial = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+
+    def model(x, t):
+        return 0.5 * x
+
+    if spacing != "trailing":  # the failure being guarded against: σ = 0 on the last step, a NaN log-probability
+        raw = DDIMScheduler.from_config(config)
+        with pytest.raises(ValueError, match="no noise at timestep"):
+            check_step_noise(raw, 5)
+        broken = sample_trajectories(model, raw, initial, 5, 1.0, torch.Generator().manual_seed(1))
+        assert not torch.isfinite(broken.log_probs[:, -1]).all()
+    scheduler = ddpo_scheduler(DDIMScheduler.from_config(config).config)
+    check_step_noise(scheduler, 5)
+    assert scheduler.config.set_alpha_to_one is False and int(scheduler.timesteps.min()) >= 1
+    trajectories = sample_trajectories(model, scheduler, initial, 5, 1.0, torch.Generator().manual_seed(1))
+    assert torch.isfinite(trajectories.log_probs).all() and torch.isfinite(trajectories.latents).all()
+
+
+def test_ddpo_trains_on_a_model_whose_scheduler_config_lacks_them(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from lib_alignment.models.tiny import tiny_random_pipeline
+    from lib_alignment.training import TrainConfig
+    from lib_alignment.training.ddpo import DDPOTrainer
+
+    pipe = tiny_random_pipeline(seed=0)
+    pipe.scheduler = DDIMScheduler.from_config(BARE_CONFIG)
+    config = TrainConfig(
+        method="ddpo", model="tiny-random", output_dir=str(tmp_path / "out"), name="bare", reward="jpeg_compressibility",
+        prompts=["a red circle"], resolution=32, sample_steps=3, samples_per_epoch=2, rollout_batch_size=2, batch_size=2,
+        num_epochs=1, rank=4, checkpoint_every=0, preview=False, progress_bar=False, tensorboard=False, validation_split=0.0,
+    )
+    trainer = DDPOTrainer(config, pipe=pipe)
+    assert trainer.train().status == "finished"
+    assert torch.isfinite(trainer.rollout.log_probs).all()

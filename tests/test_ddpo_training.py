@@ -121,7 +121,8 @@ def test_command_line_trains_ddpo_with_the_same_outputs_and_exact_first_ratio(tm
     assert steps[0]["reward_mean"] < 0 and steps[0]["kl_to_base"] is None  # JPEG kB, negated; drift estimate off
     sample = next(e for e in events if e["event"] == "sample")
     assert len(sample["paths"]) == 2 and len(sample["rewards"]) == 2 and all(r < 0 for r in sample["rewards"])
-    assert sorted(p.name for p in out.iterdir()) == ["cli-ddpo.json", "cli-ddpo.safetensors"]  # only LoRAs there
+    # only LoRAs there: the final one and the best by held-out reward
+    assert sorted(p.name for p in out.iterdir()) == ["cli-ddpo-best.json", "cli-ddpo-best.safetensors", "cli-ddpo.json", "cli-ddpo.safetensors"]
     assert (out.parent / "alignment-runs" / "cli-ddpo" / "events.jsonl").is_file()
     with safe_open(str(out / "cli-ddpo.safetensors"), framework="pt") as handle:
         meta = handle.metadata()

@@ -25,6 +25,8 @@ TITLES = {
     "kl": "KL",
     "heldout_accuracy": "held-out accuracy",
     "heldout_margin": "held-out margin",
+    "heldout_reward": "held-out reward",
+    "approx_kl": "approx. KL",
     "drift": "drift from base",
     "grad_norm": "gradient norm",
     "kl_to_base": "KL to base",

@@ -112,7 +112,7 @@ class EventSummary:
         elif kind == "validation":
             step = _int(event.get("step"), 0) or 0
             self.validations = [v for v in self.validations if (_int(v.get("step"), 0) or 0) < step] + [event]
-            for key, name in (("accuracy", "heldout_accuracy"), ("margin", "heldout_margin")):
+            for key, name in (("accuracy", "heldout_accuracy"), ("margin", "heldout_margin"), ("reward", "heldout_reward")):
                 value = event.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     points = [p for p in self.series.get(name, []) if p[0] < step]
@@ -158,7 +158,7 @@ class EventSummary:
 
     def health_keys(self) -> list[str]:
         """The health curves this run has, in plotting order (held-out accuracy first when validated)."""
-        order = ("heldout_accuracy", "reward_accuracy", "reward_margin", "drift", "grad_norm", "reward_mean", "kl_to_base", "clipfrac")
+        order = ("heldout_accuracy", "reward_accuracy", "reward_margin", "drift", "grad_norm", "heldout_reward", "reward_mean", "kl_to_base", "approx_kl", "clipfrac")
         return [key for key in order if self.series.get(key)]
 
     def reward_key(self) -> str | None:

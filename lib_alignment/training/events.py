@@ -21,7 +21,9 @@ and "run" (the output name). Kinds and their other fields:
   "title", "step", "reason" (with the numbers), "advice" (what to change),
   "numbers"; when the verdict changes, every tenth of the run and at the end.
 - "validation": "step", "accuracy", "margin", "count" (held-out items),
-  "best_step", "best" — the held-out score (see training.validation).
+  "best_step", "best" — the held-out score (see training.validation); DDPO:
+  "reward", "reward_std", "count" (held-out samples) instead of accuracy and
+  margin (see training.ddpo.held_out).
 - "sample": "step", "path" (first image), "paths" (all preview images of that step);
   DDPO adds "epoch" and "rewards" (one per preview image).
 - "checkpoint": "step", "path" (the checkpoint folder; `--resume` accepts it).

@@ -14,7 +14,7 @@ answers with a `Verdict`: one of
 - ``unstable`` — loss or gradient spikes, non-finite values;
 - ``early`` — too few steps to tell.
 
-DDPO has its own rules on the reward trend, clip fraction and KL to the base.
+DDPO has its own rules: held-out reward, the training reward's trend, clip fraction, approximate KL and drift (KL to the base).
 Every verdict carries the numbers it was drawn from and what to change.
 """
 
@@ -139,7 +139,7 @@ class HealthMonitor:
             self.first_rows.append(clean)
 
     def observe_validation(self, step: int, accuracy: float, margin: float) -> None:
-        """A held-out score (accuracy share, mean margin), in step order."""
+        """A held-out score (accuracy share, mean margin; DDPO: mean reward, its spread), in step order."""
         self.held_out.append((int(step), float(accuracy), float(margin)))
 
     def observe_non_finite(self, step: int, message: str) -> None:
@@ -270,29 +270,49 @@ class HealthMonitor:
                        "" if accuracy > limits.flat_accuracy else "Raise the learning rate (×3) or β (×2), or train longer.", numbers)
 
     def _ddpo_verdict(self) -> Verdict:
+        """DDPO on the same footing as DPO: held-out reward first (learning / over-optimising), then the training
+        reward's trend against its spread, with clip fraction, approximate KL and drift (KL to the base) as guards.
+        Held-out scores here are (step, mean reward, reward spread)."""
         limits, step = self.limits, self.step
         unstable = self._unstable()
         if unstable:
             return unstable
         clipfrac = _mean(self._recent("clipfrac"))
+        approx_kl = _mean(self._recent("approx_kl"))
         kl = _mean(self._recent("kl_to_base"))
         rewards = [v for row in [*self.first_rows, *self.rows] if (v := row.get("reward_mean")) is not None]
         stds = [v for row in [*self.first_rows, *self.rows] if (v := row.get("reward_std")) is not None]
         start, now = _mean([v for row in self.first_rows if (v := row.get("reward_mean")) is not None]), _mean(self._recent("reward_mean"))
         std = _mean(stds) if stds else float("nan")
-        numbers = {k: v for k, v in (("reward_start", start), ("reward_now", now), ("reward_std", std), ("clipfrac", clipfrac), ("kl_to_base", kl)) if math.isfinite(v)}
+        numbers = {k: v for k, v in (("reward_start", start), ("reward_now", now), ("reward_std", std), ("clipfrac", clipfrac),
+                                     ("approx_kl", approx_kl), ("kl_to_base", kl)) if math.isfinite(v)}
+        held = self.held_out
+        if held:
+            first, best, last = held[0], max(held[1:] or held, key=lambda h: h[1]), held[-1]
+            numbers.update(held_out_first=first[1], held_out_best=best[1], held_out_best_step=best[0], held_out_last=last[1])
+            held_spread = max(_mean([h[2] for h in held if math.isfinite(h[2])]), 1e-12)
         if math.isfinite(clipfrac) and clipfrac > limits.clipfrac_limit:
-            return Verdict("unstable", step, f"{100 * clipfrac:.0f}% of the probability ratios are clipped: each update moves the policy too far.",
+            return Verdict("unstable", step, f"{100 * clipfrac:.0f}% of the probability ratios are clipped (approximate KL per step {approx_kl:.3g}): each update moves the policy too far.",
                            "Lower the learning rate, or raise clip_range.", numbers)
+        stop = "Set reward_target or early_stopping_patience, lower the learning rate, or stop earlier; the best checkpoint by held-out reward is kept as NAME-best."
+        if len(held) >= 3 and best[1] - last[1] > 0.5 * held_spread and math.isfinite(now) and math.isfinite(start) and now > start:
+            return Verdict("over_optimising", step,
+                           f"the training reward keeps rising ({start:.4g} → {now:.4g}) while the held-out reward fell from {best[1]:.4g} (step {best[0]}) to {last[1]:.4g}.",
+                           stop, numbers)
         if math.isfinite(kl) and kl > limits.kl_limit:
-            return Verdict("over_optimising", step, f"KL to the base model {kl:.3g} (limit {limits.kl_limit:g}) while the reward went {start:.4g} → {now:.4g}: the samples may be gaming the reward.",
-                           "Set reward_target, lower the learning rate, or stop earlier.", numbers)
+            return Verdict("over_optimising", step, f"drift: KL to the base model {kl:.3g} (limit {limits.kl_limit:g}) while the reward went {start:.4g} → {now:.4g}: the samples may be gaming the reward.",
+                           stop, numbers)
+        if len(held) >= 2 and last[1] - first[1] > 0.25 * held_spread:
+            return Verdict("learning", step, f"held-out reward {first[1]:.4g} → {last[1]:.4g} (best {best[1]:.4g} at step {best[0]}, spread {held_spread:.3g}); training reward {now:.4g}.", "", numbers)
         if not rewards or step < max(limits.min_steps, int(limits.min_fraction * self.total)) or not math.isfinite(std):
             return Verdict("early", step, f"{step} steps; reward {now:.4g}.", "", numbers)
         gain = now - start
-        if gain > 0.25 * max(std, 1e-12):
+        if gain > 0.25 * max(std, 1e-12) and len(held) < 2:
             return Verdict("learning", step, f"mean reward {start:.4g} → {now:.4g} (spread {std:.3g}).", "", numbers)
-        return Verdict("not_learning", step, f"mean reward {start:.4g} → {now:.4g}, under a quarter of its spread {std:.3g}.",
+        why = f"mean reward {start:.4g} → {now:.4g}, under a quarter of its spread {std:.3g}"
+        if len(held) >= 2:
+            why = f"held-out reward {first[1]:.4g} → {last[1]:.4g} (spread {held_spread:.3g}); training reward {start:.4g} → {now:.4g}"
+        return Verdict("not_learning", step, why + ".",
                        "Raise the learning rate, sample more per epoch, or check the reward separates the images.", numbers)
 
 

@@ -31,7 +31,7 @@ from .denoiser import SDXL, Denoiser, detect_version, sdxl_time_ids, text_encode
 from .events import EventLog, MetricsLog
 from .export import METHOD_TITLES, kohya_state_dict, save_lora, training_metadata, write_sidecars
 from .health import HealthMonitor, Verdict
-from .validation import HeldOutScore, Validator, split_dataset
+from .validation import HeldOutScore, Validator, score_from_dict, split_dataset
 from .lora import adapters_disabled, add_lora, load_trainable_state, lora_layers, trainable_state
 from .methods import Errors, Method, MethodOutput, build_method, denoising_errors
 
@@ -697,7 +697,7 @@ class Trainer:
         self._report_health(final=True)
         if self._early_stop is not None:
             best = self.validator.best
-            self._status(f"stopping early at step {self._early_stop}: {self.validator.patience} held-out scores without a new best (best {best.accuracy:.3f} at step {best.step})")
+            self._status(f"stopping early at step {self._early_stop}: {self.validator.patience} held-out scores without a new best (best: {best.describe()})")
         outputs = self.export(status=reason)
         if reason == "cancelled":
             self._clear_stop_file()
@@ -749,9 +749,9 @@ class Trainer:
             if improved:
                 self._save_best(result)
             best = self.validator.best
-            self.events.emit("validation", step=result.step, accuracy=result.accuracy, margin=result.margin, count=result.count,
-                             best_step=best.step if best else None, best=best.accuracy if best else None)
-            self.health.observe_validation(result.step, result.accuracy, result.margin)
+            self.events.emit("validation", step=result.step, **result.event_fields(),
+                             best_step=best.step if best else None, best=best.value if best else None)
+            self.health.observe_validation(result.step, *list(result.event_fields().values())[:2])
         self.accelerator.wait_for_everyone()
         return result
 
@@ -778,15 +778,15 @@ class Trainer:
             return
         try:
             saved = json.loads(file.read_text(encoding="utf-8"))
-            best = HeldOutScore(int(saved["step"]), float(saved["accuracy"]), float(saved["margin"]), int(saved["count"]))
-            first = HeldOutScore(**saved["first"])
+            best = score_from_dict(saved)
+            first = score_from_dict(saved["first"])
         except (OSError, ValueError, KeyError, TypeError):
             return
         if best.step <= self.state.step:
             self.validator.best = best
             self.validator.history = [first, best] if first.step != best.step else [best]
             for item in self.validator.history:
-                self.health.observe_validation(item.step, item.accuracy, item.margin)
+                self.health.observe_validation(item.step, *list(item.event_fields().values())[:2])
 
     def _export_best(self, final_path: Path) -> dict[str, str | None]:
         """OUTPUT_DIR/NAME-best.safetensors (+ .json) from the best held-out step, beside the final LoRA."""
@@ -800,11 +800,10 @@ class Trainer:
         metadata = training_metadata(cfg, self.version, self.model_name, started_at=self.state.started_at, steps=best.step,
                                      hyperparameters=self.method.hyperparameters(), num_images=self.training_image_count(),
                                      status=f"best held-out score at step {best.step}")
-        metadata.update(_score_metadata(best))
+        metadata.update(best.metadata())
         metadata["ss_output_name"] = f"{cfg.name}-best"
         path = save_lora(final_path.with_name(f"{cfg.name}-best.safetensors"), load_file(str(source)), metadata, cfg.save_precision)
-        notes = (f"Best held-out step {best.step} of {self.state.step}: preference accuracy {best.accuracy:.3f}, "
-                 f"margin {best.margin:.4g} on {best.count} held-out items. {cfg.name}.safetensors holds the final weights.")
+        notes = f"Best held-out step {best.step} of {self.state.step}: {best.describe()}. {cfg.name}.safetensors holds the final weights."
         description = (cfg.description or self.default_description()) + f" Weights of step {best.step} (best held-out score)."
         sidecars = write_sidecars(path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=notes)
         return {"best": str(path), "best_metadata": str(sidecars["metadata"]), "best_step": str(best.step)}
@@ -916,7 +915,7 @@ class Trainer:
             )
             last = self.validator.history[-1] if self.validator is not None and self.validator.history else None
             if last is not None:
-                metadata.update(_score_metadata(last))
+                metadata.update(last.metadata())
             lora_path = save_lora(cfg.output_path(), tensors, metadata, cfg.save_precision)
             preview = None
             if cfg.preview and self.sampler is not None and self.sampler.prompts:
@@ -924,10 +923,10 @@ class Trainer:
             description = cfg.description or self.default_description()
             notes = status
             if last is not None:
-                notes += f"; held-out preference accuracy {last.accuracy:.3f} at step {last.step} ({last.count} items)"
+                notes += f"; {last.describe()}"
                 best = self.validator.best
                 if best is not None:
-                    notes += f", best {best.accuracy:.3f} at step {best.step} ({cfg.name}-best.safetensors)"
+                    notes += f", best {best.value:.4g} at step {best.step} ({cfg.name}-best.safetensors)"
             if getattr(self, "_verdict", None) is not None:
                 notes += f". Verdict: {self._verdict.title} — {self._verdict.reason}"
             sidecars = write_sidecars(lora_path, self.version, cfg.preferred_weight, description, cfg.activation_text, notes=notes, preview=preview)
@@ -940,16 +939,6 @@ class Trainer:
             }
         acc.wait_for_everyone()
         return outputs
-
-
-def _score_metadata(score: HeldOutScore) -> dict[str, str]:
-    """LoRA metadata of a held-out score."""
-    return {
-        "lib_alignment_heldout_step": str(score.step),
-        "lib_alignment_heldout_accuracy": f"{score.accuracy:.6g}",
-        "lib_alignment_heldout_margin": f"{score.margin:.6g}",
-        "lib_alignment_heldout_count": str(score.count),
-    }
 
 
 #: Columns the trainer adds to every method's metrics.

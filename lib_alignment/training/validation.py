@@ -40,6 +40,67 @@ class HeldOutScore:
         since a growing margin at the same accuracy is what over-optimisation looks like."""
         return other is None or self.accuracy > other.accuracy
 
+    @property
+    def value(self) -> float:
+        """The number the best checkpoint is chosen by."""
+        return self.accuracy
+
+    def metadata(self) -> dict[str, str]:
+        """LoRA metadata (safetensors header) of this score."""
+        return {
+            "lib_alignment_heldout_step": str(self.step),
+            "lib_alignment_heldout_accuracy": f"{self.accuracy:.6g}",
+            "lib_alignment_heldout_margin": f"{self.margin:.6g}",
+            "lib_alignment_heldout_count": str(self.count),
+        }
+
+    def describe(self) -> str:
+        """'held-out preference accuracy 0.812, margin 1.3 at step 40 (12 items)' for cards and logs."""
+        return f"held-out preference accuracy {self.accuracy:.3f}, margin {self.margin:.4g} at step {self.step} ({self.count} items)"
+
+    def event_fields(self) -> dict[str, float | int]:
+        """The "validation" event's score fields."""
+        return {"accuracy": self.accuracy, "margin": self.margin, "count": self.count}
+
+
+@dataclass
+class HeldOutReward:
+    """DDPO's held-out score: the job's reward averaged over fixed held-out (prompt, seed) samples."""
+
+    step: int
+    reward: float
+    reward_std: float
+    count: int
+
+    def better_than(self, other: HeldOutReward | None) -> bool:
+        """A higher mean reward; on a tie the earlier step (closer to the base) stays best."""
+        return other is None or self.reward > other.reward
+
+    @property
+    def value(self) -> float:
+        return self.reward
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "lib_alignment_heldout_step": str(self.step),
+            "lib_alignment_heldout_reward": f"{self.reward:.6g}",
+            "lib_alignment_heldout_reward_std": f"{self.reward_std:.6g}",
+            "lib_alignment_heldout_count": str(self.count),
+        }
+
+    def describe(self) -> str:
+        return f"held-out reward {self.reward:.5g} (spread {self.reward_std:.3g}) at step {self.step} ({self.count} samples)"
+
+    def event_fields(self) -> dict[str, float | int]:
+        return {"reward": self.reward, "reward_std": self.reward_std, "count": self.count}
+
+
+def score_from_dict(saved: dict[str, Any]) -> HeldOutScore | HeldOutReward:
+    """A score written by `dataclasses.asdict` (RUN_DIR/best/best.json), of either kind."""
+    if "reward" in saved:
+        return HeldOutReward(int(saved["step"]), float(saved["reward"]), float(saved["reward_std"]), int(saved["count"]))
+    return HeldOutScore(int(saved["step"]), float(saved["accuracy"]), float(saved["margin"]), int(saved["count"]))
+
 
 def _groups(keys: Sequence[Sequence[str]]) -> list[list[int]]:
     """Connected components of items that share any key (image or caption)."""
@@ -180,7 +241,7 @@ def score_gains(gains: torch.Tensor, infos: list[dict[str, Any]], scale: float) 
 
 
 class Validator:
-    """Scores the held-out part every `every` steps and remembers the best score."""
+    """Scores the held-out part every `every` steps and remembers the best score (subclasses score otherwise)."""
 
     def __init__(self, dataset: Any, every: int, draws: int, seed: int, scale: float, patience: int = 0) -> None:
         self.dataset = dataset
@@ -190,19 +251,23 @@ class Validator:
         self.scale = float(scale)
         self.patience = int(patience)
         self.history: list[HeldOutScore] = []
-        self.best: HeldOutScore | None = None
+        self.best: Any = None
         self.since_best = 0
 
     def due(self, step: int, total: int) -> bool:
         return step == 0 or step % self.every == 0 or step == total
 
-    def score(self, trainer: Any, step: int) -> tuple[HeldOutScore, bool]:
-        """Score now; (the score, whether it is a new best). Step 0 (the base model) is never the best."""
+    def measure(self, trainer: Any, step: int) -> HeldOutScore | HeldOutReward:
+        """The held-out score of the trainer's current weights."""
         gains, infos = implicit_gains(trainer, self.dataset, self.draws, self.seed)
         accuracy, margin = score_gains(gains, infos, self.scale)
-        result = HeldOutScore(step, accuracy, margin, len(self.dataset))
+        return HeldOutScore(step, accuracy, margin, len(self.dataset))
+
+    def score(self, trainer: Any, step: int) -> tuple[Any, bool]:
+        """Score now; (the score, whether it is a new best). Step 0 (the base model) is never the best."""
+        result = self.measure(trainer, step)
         self.history.append(result)
-        improved = step > 0 and math.isfinite(accuracy) and result.better_than(self.best)
+        improved = step > 0 and math.isfinite(result.value) and result.better_than(self.best)
         if improved:
             self.best, self.since_best = result, 0
         elif step > 0:
@@ -214,4 +279,4 @@ class Validator:
         return self.patience > 0 and self.best is not None and self.since_best >= self.patience
 
 
-__all__ = ["HeldOutScore", "Validator", "choose_held_out", "implicit_gains", "item_keys", "score_gains", "split_dataset"]
+__all__ = ["HeldOutReward", "HeldOutScore", "Validator", "score_from_dict", "choose_held_out", "implicit_gains", "item_keys", "score_gains", "split_dataset"]

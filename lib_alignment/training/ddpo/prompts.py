@@ -122,6 +122,17 @@ class PromptSource(torch.utils.data.Dataset):
         if not entries:
             raise ValueError("prompts: give at least one prompt, prompt file or template")
         self.templates = [Template(text, where) for where, text in entries]
+        #: filled prompts never drawn for training (the held-out ones, see held_out.py)
+        self.exclude: frozenset[str] = frozenset()
+
+    def subset(self, templates: Sequence[Template], exclude: set[str] | frozenset[str] = frozenset()) -> PromptSource:
+        """A source over some of these templates that never draws the `exclude` prompts."""
+        if not templates:
+            raise ValueError("prompts: nothing left to train on")
+        part = object.__new__(type(self))
+        part.templates = list(templates)
+        part.exclude = frozenset(exclude)
+        return part
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -131,10 +142,16 @@ class PromptSource(torch.utils.data.Dataset):
         return {"caption": template.fill([0] * len(template.slots))}
 
     def draw(self, count: int, generator: torch.Generator) -> list[str]:
-        """`count` prompts: a template chosen uniformly, then each slot's word uniformly."""
+        """`count` prompts: a template chosen uniformly, then each slot's word uniformly (held-out ones redrawn)."""
         prompts = []
         for _ in range(count):
-            template = self.templates[int(torch.randint(len(self.templates), (1,), generator=generator))]
-            choices = [int(torch.randint(len(options), (1,), generator=generator)) for options in template.slots]
-            prompts.append(template.fill(choices))
+            for _attempt in range(1000):  # held-out prompts are at most a quarter of the fillings: redraw them
+                template = self.templates[int(torch.randint(len(self.templates), (1,), generator=generator))]
+                choices = [int(torch.randint(len(options), (1,), generator=generator)) for options in template.slots]
+                prompt = template.fill(choices)
+                if prompt not in self.exclude:
+                    break
+            else:
+                raise RuntimeError("prompts: every draw landed on a held-out prompt")
+            prompts.append(prompt)
         return prompts

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +34,42 @@ class StepResult:
     mean: torch.Tensor
     #: σ_t per sample, broadcastable to the latents ([B, 1, 1, 1]).
     std: torch.Tensor
+
+
+def ddpo_scheduler(config: Any) -> Any:
+    """A DDIMScheduler for DDPO from any model's scheduler config, with σ_t > 0 on every step.
+
+    A config without `set_alpha_to_one`/`steps_offset` (diffusers' defaults: True
+    and 0) makes the last step land on ᾱ_prev = 1, or start at t = 0 where
+    ᾱ_prev = ᾱ_t: either way σ = 0 there, the step is deterministic and its
+    log-probability NaN. DDPO needs every step to be a Gaussian policy, so the
+    final ᾱ is ᾱ_0 (set_alpha_to_one False, as in SD's own config) and the
+    timesteps never reach 0 ("leading" spacing with steps_offset ≥ 1; "linspace",
+    which ends at 0, becomes "leading"). The model output is unchanged; only the
+    grid shifts by one training timestep at most.
+    """
+    from diffusers import DDIMScheduler
+
+    spacing = getattr(config, "timestep_spacing", None) or (config.get("timestep_spacing") if isinstance(config, dict) else None) or "leading"
+    offset = int((config.get("steps_offset") if isinstance(config, dict) else getattr(config, "steps_offset", 0)) or 0)
+    overrides: dict[str, Any] = {"set_alpha_to_one": False}
+    if spacing in ("leading", "linspace"):
+        overrides.update(timestep_spacing="leading", steps_offset=max(1, offset))
+    return DDIMScheduler.from_config(config, **overrides)
+
+
+def check_step_noise(scheduler: Any, num_steps: int) -> None:
+    """Raise a one-line ValueError if some step of `num_steps` would have σ_t = 0 (no log-probability)."""
+    scheduler.set_timesteps(num_steps)
+    timesteps = scheduler.timesteps.detach().cpu().long()
+    alphas = scheduler.alphas_cumprod.float().cpu()
+    prev = timesteps - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    alpha_t = alphas[timesteps]
+    alpha_prev = torch.where(prev >= 0, alphas[prev.clamp(min=0)], torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32).cpu())
+    variance = ((1 - alpha_prev) / (1 - alpha_t)) * (1 - alpha_t / alpha_prev)
+    bad = [int(t) for t, v in zip(timesteps.tolist(), variance.tolist()) if not (v > 0 and math.isfinite(v))]
+    if bad:
+        raise ValueError(f"DDPO sampler: {num_steps} DDIM steps of this scheduler leave no noise at timestep(s) {bad} (σ = 0, no log-probability); use another sample_steps")
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ..denoiser import SDXL, sdxl_time_ids
 from ..methods import Errors, MethodOutput
 from ..trainer import Trainer
 from .prompts import PromptSource
-from .sampler_logprob import Trajectories, ddim_step, guided, sample_trajectories
+from .sampler_logprob import Trajectories, check_step_noise, ddim_step, ddpo_scheduler, guided, sample_trajectories
 from .stat_tracker import PerPromptStatTracker, compute_advantages
 
 RewardFn = Callable[[Sequence[Any], Sequence[str]], torch.Tensor]
@@ -101,6 +101,7 @@ class DDPOTrainer(Trainer):
         self.reward_fn = reward
         self.tracker = PerPromptStatTracker(config.stat_buffer_size, config.stat_min_count)
         self.rollout: Rollout | None = None
+        self._plain_forward = False
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -109,12 +110,10 @@ class DDPOTrainer(Trainer):
         cfg = self.config
         self.rollout = None
         super().setup()  # (restores a checkpoint, which may bring back the current rollout)
-        from diffusers import DDIMScheduler
-
         from ...generation import DiffusersBackend
 
-        self.ddim = DDIMScheduler.from_config(self.pipe.scheduler.config)
-        self.ddim.set_timesteps(cfg.sample_steps)
+        self.ddim = ddpo_scheduler(self.pipe.scheduler.config)
+        check_step_noise(self.ddim, cfg.sample_steps)
         self.trained_timesteps = max(1, int(cfg.sample_steps * cfg.timestep_fraction))
         self.decoder = DiffusersBackend(self.pipe, model_name=self.model_name)
         self.do_cfg = cfg.sample_cfg_scale > 1.0
@@ -125,6 +124,23 @@ class DDPOTrainer(Trainer):
             self._status(f"loading reward {cfg.reward}")
             self.reward_fn = make_reward(cfg.reward, device=self.accelerator.device)
         self.loader = _MicroBatches(self)
+        self._setup_validation()
+
+    def _setup_validation(self) -> None:
+        """Held-out prompts (out of the training draws), scored with the reward every N steps; the best step is NAME-best."""
+        cfg = self.config
+        if cfg.validation_split <= 0:
+            return
+        from .held_out import RewardValidator, choose_held_out_prompts
+
+        prompts, training, note, _disjoint = choose_held_out_prompts(self.prompt_source, cfg.validation_split, cfg.validation_min, cfg.seed)
+        self._status(note)
+        if not prompts:
+            return
+        self.prompt_source = training
+        every = cfg.validation_every or max(self.steps_per_epoch, self.total_steps // 10)
+        self.validator = RewardValidator(prompts, every, cfg.validation_draws, cfg.seed + 4242, cfg.early_stopping_patience, cfg.validation_min)
+        self._restore_best()
 
     def _check_data_kind(self) -> None:
         """Prompts, not images: nothing to check."""
@@ -248,7 +264,11 @@ class DDPOTrainer(Trainer):
             "time_ids": sdxl_time_ids(latents.shape[0], self.resolution, device) if self.version == SDXL else None,
             "encoded": (hidden, pooled),
         }
-        output = self.predict(latents, timesteps, [], 1, reference=reference, conditioning=conditioning)
+        if self._plain_forward and not reference:  # main process alone (validation): no DDP wrapper
+            model = self.accelerator.unwrap_model(self.model)
+            output = model(latents, timesteps, None, repeat=1, time_ids=conditioning["time_ids"], encoded=conditioning["encoded"])
+        else:
+            output = self.predict(latents, timesteps, [], 1, reference=reference, conditioning=conditioning)
         return guided(output, self.config.sample_cfg_scale) if self.do_cfg else output
 
     # ------------------------------------------------------------------ sampling
@@ -291,11 +311,15 @@ class DDPOTrainer(Trainer):
         self.setup()
         size = batch_size or self.config.rollout_batch_size
         images: list[Any] = []
-        for start in range(0, len(prompts), size):
-            chunk_prompts = list(prompts[start : start + size])
-            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + size]]
-            initial = torch.stack([torch.randn(self.latent_shape(), generator=g) for g in generators])
-            images += self.sample(chunk_prompts, initial, generators)[1]
+        self._plain_forward = True
+        try:
+            for start in range(0, len(prompts), size):
+                chunk_prompts = list(prompts[start : start + size])
+                generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + size]]
+                initial = torch.stack([torch.randn(self.latent_shape(), generator=g) for g in generators])
+                images += self.sample(chunk_prompts, initial, generators)[1]
+        finally:
+            self._plain_forward = False
         return images, self.reward_fn(images, list(prompts))
 
     def collect_rollout(self) -> str | None:

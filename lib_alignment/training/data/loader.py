@@ -25,7 +25,7 @@ from .formats import (
 )
 from .images import DEFAULT_MAX_PIXELS, ImageProblem, ImageRef, check_image
 from .report import DatasetValidationError, Problem, SkippedRow, ValidationReport
-from .streaming import load_streaming, streaming_files
+from .streaming import check_all_images, load_streaming, streaming_files
 from .tables import TableError, open_table
 
 METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "mapo", "orpo", "listwise")
@@ -277,10 +277,11 @@ def load_preference_data(
         raise ValueError("min_per_class must be >= 0")
     streamed = streaming_files(Path(path).expanduser(), strict_images) if method != "kto" or strict_images is not None or not _is_pair_table(path) else None
     if streamed is not None:  # pairs (rankings of two, for listwise) or labeled images, read lazily
-        return load_streaming(  # type: ignore[return-value]
+        streaming = load_streaming(
             streamed, "dpo" if method == "listwise" else method, resolution, skip_bad_rows, min_per_class, tie_policy,
-            intersections_as_wins, max_pixels, Path(path).expanduser(), progress,
+            intersections_as_wins, max_pixels, Path(path).expanduser(), None if strict_images else progress,
         )
+        return check_all_images(streaming, skip_bad_rows, progress) if strict_images else streaming  # type: ignore[return-value]
     if method == "listwise":  # a ranking table, or pair data as rankings of two
         from .rankings import is_ranking_table, load_rankings, pairs_as_rankings
 

@@ -51,10 +51,8 @@ def _count_lines(file: Path) -> int:
 
 def streaming_files(source: Path, strict_images: bool | None) -> list[Path] | None:
     """The files to stream, or None for the up-front check (small tables, folder layouts, strict_images)."""
-    if strict_images is True:
-        return None
     files = shard_files(source)
-    if files is not None:
+    if files is not None or strict_images is True:  # strict: sharded sources still stream, after a full check
         return files
     file = source
     if source.is_dir():
@@ -460,3 +458,28 @@ def load_streaming(
     if report.blocking:
         raise DatasetValidationError(report)
     return StreamingDataset(kind, shards, columns, arrays, resolution, report, max_pixels)
+
+
+def check_all_images(dataset: StreamingDataset, skip_bad_rows: bool, progress: ProgressFn | None = None) -> StreamingDataset:
+    """--strict-images on streamed data: decode every item first; bad ones are problems (or left out with skip_bad_rows)."""
+    report = dataset.report
+    keep = np.ones(len(dataset), dtype=bool)
+    for index in range(len(dataset)):
+        info = dataset[index].get("skipped")
+        if info is not None:
+            keep[index] = False
+            if info.get("bad", True):
+                report.add(Problem(info["file"], info["row"], info["field"], info["message"], code=info["code"]))
+            else:
+                report.counts["same_image"] = report.counts.get("same_image", 0) + 1
+        if progress is not None:
+            progress(index + 1, len(dataset))
+    dataset.reader.close()
+    if report.blocking:
+        raise DatasetValidationError(report)
+    dataset.arrays = {k: v[keep] for k, v in dataset.arrays.items()}
+    if dataset.kind == "pairs":
+        report.counts["pairs"] = len(dataset)
+    if skip_bad_rows:
+        report.counts["skipped"] = report.counts.get("skipped", 0) + int((~keep).sum())
+    return dataset

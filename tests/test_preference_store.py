@@ -302,3 +302,35 @@ def test_default_store_lives_in_the_data_dir(tmp_path):
     ctx = AppContext(host="standalone", model_source=lambda: "tiny", backend_factory=lambda: None, output_dir=tmp_path / "out", lora_dir=tmp_path / "l")
     assert default_store(ctx) is default_store(ctx)  # one shared object per context
     assert default_store(ctx).root == tmp_path / "out" / "preferences"
+
+
+def test_rank_and_refine_rounds_reach_the_store_once_and_leave_it_on_undo(store, tmp_path):
+    import json
+
+    from lib_alignment.preferences.refine_sync import sync_all
+
+    session = tmp_path / "out" / "refine" / ("ab" * 16)
+    rounds = {1: ([2, 0, 1, 3], "human"), 2: ([1], "scorer"), 3: (None, None)}
+    for number, (order, source) in rounds.items():
+        folder = session / "rounds" / f"{number:04d}"
+        folder.mkdir(parents=True)
+        names = [f"candidate-{i}.png" for i in range(4)]
+        for i, name in enumerate(names):
+            png((40 * i, 10 * number, 0)).save(folder / name)
+        record = {"round": number, "images": names, "prompt": "a red circle", "negative_prompt": "", "seed": 7,
+                  "settings": {"steps": 20}, "model": "tiny", "order": order, "source": source}
+        (folder / "round.json").write_text(json.dumps(record))
+    (session / "session.json").write_text(json.dumps({"rounds": [1, 2, 3]}))
+
+    assert sync_all(store, tmp_path / "out") == 2
+    entries = store.list(newest_first=False)
+    assert [(e.kind, e.source, e.human, len(e.images)) for e in entries] == [("ranking", "rank-refine", True, 4), ("judgement", "rank-refine", False, 4)]
+    first = store.images(entries[0].images)
+    assert [first[i].path.endswith(f"candidate-{n}.png") for i, n in zip(entries[0].images, [2, 0, 1, 3])] == [True] * 4
+    assert store.image(entries[0].images[0]).checkpoint == "tiny" and store.image(entries[0].images[0]).seed == 7
+    assert sync_all(store, tmp_path / "out") == 0  # idempotent
+    record_file = session / "rounds" / "0002" / "round.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "order": None}))  # what Undo leaves
+    assert sync_all(store, tmp_path / "out") == 0
+    assert [e.kind for e in store.list()] == ["ranking"] and store.counts()["dpo_pairs"] == 6

@@ -134,6 +134,14 @@ def preferences_router(ctx: Any) -> Any:
     def store() -> Any:
         return default_store(ctx)
 
+    def synced() -> Any:
+        """The store with the Rank & Refine sessions' rounds brought in (they keep their own records too)."""
+        from ..preferences.refine_sync import sync_all
+
+        opened = store()
+        sync_all(opened, ctx.output_dir)
+        return opened
+
     def call(fn: Callable[[], Any]) -> Any:
         from ..training.data import DatasetValidationError
 
@@ -233,7 +241,7 @@ def preferences_router(ctx: Any) -> Any:
     ) -> Dict[str, Any]:
         def run() -> Dict[str, Any]:
             filters = filters_from(source, checkpoint, prompt, since, until, human, kind)
-            entries = store().list(filters, limit=limit, offset=offset)
+            entries = synced().list(filters, limit=limit, offset=offset)
             return {"entries": [e.to_dict() for e in entries], "total": store().counts(filters)["entries"], "filters": filters.to_dict()}
 
         return call(run)
@@ -253,7 +261,7 @@ def preferences_router(ctx: Any) -> Any:
             from ..preferences.training import summary
 
             filters = filters_from(source, checkpoint, prompt, since, until, human, kind)
-            sets = training_sets(store(), filters)
+            sets = training_sets(synced(), filters)
             return {
                 "counts": store().counts(filters),
                 "summary": {method: summary(sets, method, filters) for method in ("dpo", "kto", "listwise")},
@@ -288,7 +296,7 @@ def preferences_router(ctx: Any) -> Any:
                 raise PreferenceError(str(error), "name") from None
             if target.exists():
                 raise PreferenceError(f"name: an export named {name!r} exists already; choose another name", "name")
-            return export_store(store(), target, body.layout, filters).to_dict()
+            return export_store(synced(), target, body.layout, filters).to_dict()
 
         return call(run)
 

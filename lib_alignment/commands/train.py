@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = build_config(args)
+        from ..preferences.training import cli_snapshot, is_spec
+
+        if is_spec(config.data):  # My preferences: train on a snapshot of the store, kept in the run folder
+            config.data = str(cli_snapshot(config.data, config.method, config.resolved_run_dir()))
         from ..quiet import quiet_libraries
 
         quiet_libraries()  # the run's own progress bar stays; the libraries' loading bars go

@@ -106,15 +106,22 @@ def is_preferences(dataset: str) -> bool:
     return is_spec(dataset)
 
 
-def export_store_preferences(store_dir: Path, dataset: str, target: Path, method: str) -> tuple[Path, str, dict[str, int]]:
-    """Snapshot the filtered store into target/ for `method`: (file to train on, summary line, counts)."""
+def export_store_preferences(
+    store_dir: Path, dataset: str, target: Path, method: str, output_dir: Path | None = None
+) -> tuple[Path, str, dict[str, int]]:
+    """Snapshot the filtered store into target/ for `method`: (file to train on, summary line, counts).
+
+    With output_dir, the Rank & Refine sessions under it are brought into the store first."""
     from ..preferences import PreferenceError
+    from ..preferences.refine_sync import sync_all
     from ..preferences.training import open_store, parse_spec, snapshot
 
     try:
         filters, named = parse_spec(dataset)
         store = open_store(named, Path(store_dir))
         try:
+            if output_dir is not None and named is None:
+                sync_all(store, output_dir)
             taken = snapshot(store, filters, method, target)
         finally:
             store.close()

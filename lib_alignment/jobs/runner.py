@@ -375,7 +375,9 @@ class JobRunner:
             elif is_preferences(dataset):
                 preview = self.root / ".staging" / "preferences_preview"
                 shutil.rmtree(preview, ignore_errors=True)
-                path, line, _ = export_store_preferences(self._preferences_dir(), dataset, preview / uuid.uuid4().hex, method)
+                path, line, _ = export_store_preferences(
+                    self._preferences_dir(), dataset, preview / uuid.uuid4().hex, method, self.host.output_dir
+                )
                 report = self.reports.validate(
                     path, method, skip_bad_rows=bool(options.get("skip_bad_rows", False)),
                     tie_policy=str(options.get("tie_policy", "drop")), min_per_class=int(options.get("min_per_class", 1)),
@@ -559,7 +561,9 @@ class JobRunner:
             used = folder / "data" / exported.name
             return {"source": "rank_refine", "path": RANK_REFINE, "used": str(used)}, used
         if is_preferences(request.dataset):
-            exported, line, counts = export_store_preferences(self._preferences_dir(), request.dataset, staging / "data", request.method)
+            exported, line, counts = export_store_preferences(
+                self._preferences_dir(), request.dataset, staging / "data", request.method, self.host.output_dir
+            )
             used = folder / "data" / exported.name
             return {"source": "preferences", "path": request.dataset, "used": str(used), "summary": line, "preferences": counts}, used
         path = resolve_path(request.dataset, self.host.output_dir)

@@ -26,6 +26,7 @@ exporting leave undone entries out unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import io
@@ -35,7 +36,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,6 +348,8 @@ class PreferenceStore:
     def _write(self, work: Any) -> Any:
         """Run work(conn) in one IMMEDIATE transaction (the write lock is taken up front, so no upgrade deadlock)."""
         conn = self._connection()
+        if conn.in_transaction:  # inside batch(): that transaction commits
+            return work(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn)
@@ -355,6 +358,21 @@ class PreferenceStore:
             raise
         conn.execute("COMMIT")
         return result
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several entries in one transaction: all of them become durable together, or none (add images first)."""
+        conn = self._connection()
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _init_schema(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -547,6 +565,13 @@ class PreferenceStore:
             return conn.execute("UPDATE entries SET undone=? WHERE group_id=? AND undone IS NULL", (time.time(), group)).rowcount
 
         return int(self._write(mark))
+
+    def groups(self, prefix: str) -> list[str]:
+        """The groups of active entries that start with `prefix` (e.g. one refine session's rounds)."""
+        rows = self._connection().execute(
+            "SELECT DISTINCT group_id FROM entries WHERE undone IS NULL AND substr(group_id, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return [row[0] for row in rows]
 
     def has_group(self, group: str) -> bool:
         """Whether an active entry carries this group (imports and refine rounds stay idempotent)."""

@@ -119,3 +119,33 @@ def open_store(store_dir: str | None, default_root: Path) -> PreferenceStore:
             raise PreferenceError(f"store: {root} holds no preference store (preferences.sqlite3)", "store")
         return PreferenceStore(root)
     return PreferenceStore(default_root)
+
+
+#: Where `serve` keeps its store by default (its output folder ./outputs/alignment, then preferences/).
+CLI_DEFAULT_STORE = Path("outputs") / "alignment" / "preferences"
+
+
+def cli_snapshot(data: str, method: str, run_dir: Path) -> Path:
+    """`train --data @preferences[?filters]`: snapshot into RUN_DIR/data (data-2, … when taken) and print what it holds.
+
+    The store is the one named by ``store=``, else ./outputs/alignment/preferences
+    (the standalone app's default); raises ValueError naming the problem.
+    """
+    import sys
+
+    filters, named = parse_spec(data)
+    if named is None and not (CLI_DEFAULT_STORE / "preferences.sqlite3").is_file():
+        raise PreferenceError(
+            f"data: no preference store at {CLI_DEFAULT_STORE.resolve()}; name one with {PREFERENCES}?store=FOLDER", "data"
+        )
+    store = open_store(named, CLI_DEFAULT_STORE)
+    try:
+        target, number = run_dir / "data", 1
+        while target.exists():
+            number += 1
+            target = run_dir / f"data-{number}"
+        taken = snapshot(store, filters, method, target)
+    finally:
+        store.close()
+    print(f"{taken.summary}; snapshot in {taken.data.parent}", file=sys.stderr)
+    return taken.data

@@ -57,8 +57,8 @@ _FORGE = "tested in the Forge stack (transformers 4.46.1)"
 _CURRENT = "tested in the current-releases stack"
 
 # Order matters twice: packages are planned in this order, and for each the first choice whose
-# conditions hold wins. gradio and torch are absent on purpose: the WebUI owns them. So is pyarrow
-# (parquet data only; the data loader says how to add it, and pyarrow 26+ needs numpy 2).
+# conditions hold wins. gradio and torch are absent on purpose: the WebUI owns them. pyarrow comes last:
+# neither WebUI ships it and parquet data (Pick-a-Pic's shards) needs it; pyarrow 26+ refuses numpy 1.x.
 PACKAGES: tuple[Package, ...] = (
     Package(
         "diffusers",
@@ -89,6 +89,7 @@ PACKAGES: tuple[Package, ...] = (
     Package("numpy", "numpy", "1.26"),
     Package("pillow", "PIL", "9.5"),
     Package("tqdm", "tqdm", "4.64"),
+    Package("pyarrow", "pyarrow", "14", (Choice("<26", {"numpy": "<2"}, "pyarrow 26+ refuses to import with numpy 1.x (A1111 and Forge pin numpy 1.26)"),)),
 )
 
 

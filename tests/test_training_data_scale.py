@@ -256,3 +256,30 @@ def test_pickapic_writer_has_the_exact_layout(tmp_path: Path):
     assert set(zip(table.column("label_0").to_pylist(), table.column("label_1").to_pylist())) <= {(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)}
     assert pq.ParquetFile(files[0]).metadata.num_row_groups == 2
     assert os.path.getsize(files[0]) > 5 * 2 * 16 * 16  # incompressible noise JPEGs
+
+
+def test_small_streamed_sets_cache_latents_in_memory_and_keep_skipping(tmp_path: Path):
+    folder = make_pickapic_shards(tmp_path / "pp", 10, shards=2, rows_per_group=3, image_size=16, bad_rows=(2,))
+    data = load_preference_data(folder, "dpo", resolution=16)
+    calls = []
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        calls.append(pixels.shape[0])
+        return torch.nn.functional.avg_pool2d(pixels, 8)[:, :1].repeat(1, 4, 1, 1)
+
+    before = data[0]["pixel_values"]
+    data.cache_latents(encode, batch_size=4)
+    assert sum(calls) == 2 * 9  # every readable pair's two images, once
+    assert data[0]["latents"].shape == (2, 4, 2, 2) and torch.allclose(data[0]["latents"], encode(before))
+    batch = collate([data[i] for i in range(len(data))])
+    assert batch["latents"].shape[0] == 18 and len(batch["skipped"]) == 1
+
+
+def test_install_plan_adds_pyarrow_only_where_missing_at_a_release_numpy_1_imports():
+    from lib_alignment.install_plan import plan_installs
+
+    a1111 = {"numpy": "1.26.2", "diffusers": "0.30.3", "peft": "0.12.0", "transformers": "4.30.2", "accelerate": "0.21.0",
+             "safetensors": "0.4.2", "huggingface-hub": "0.24.7", "pillow": "9.5.0", "tqdm": "4.66.1"}
+    assert [(i.name, i.spec) for i in plan_installs(a1111).installs] == [("pyarrow", "<26")]
+    assert [(i.name, i.spec) for i in plan_installs({**a1111, "numpy": "2.2.0"}).installs] == [("pyarrow", ">=14")]
+    assert plan_installs({**a1111, "pyarrow": "12.0.0"}).installs == []  # present: never touched

@@ -36,6 +36,8 @@ from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, TableError
 
 #: Tables with more rows than this are streamed even when they are a single file.
 STREAM_MIN_ROWS = 20_000
+#: Most items whose latents cache_latents keeps in memory.
+CACHE_MAX_ITEMS = 20_000
 ARE_DIFFERENT, HAS_LABEL = "are_different", "has_label"
 UID_COLUMNS = ("image_0_uid", "image_1_uid")
 ProgressFn = Callable[[int, int], None]
@@ -270,6 +272,7 @@ class StreamingDataset(Dataset):
         self.report = report
         self.max_pixels = max_pixels
         self.reader = GroupReader(shards)
+        self.latents: dict[int, Any] | None = None
         self._offsets = [np.concatenate([[0], np.cumsum(s.groups)]).astype(np.int64) for s in shards]
 
     def __len__(self) -> int:
@@ -297,8 +300,33 @@ class StreamingDataset(Dataset):
         s, g, r = (int(self.arrays[k][index]) for k in ("shard", "group", "row"))
         return {"shard": str(self.shards[s].path), "row_group": g, "row": r, "record": int(self._offsets[s][g]) + r + 1}
 
-    def cache_latents(self, *args: Any, **kwargs: Any) -> None:
-        raise ValueError("cache_latents keeps every latent in memory, which streamed data is too large for: turn it off (images are decoded lazily in DataLoader workers; raise dataloader_workers if the data side is slow)")
+    def cache_latents(self, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8, progress: ProgressFn | None = None, **_: Any) -> None:
+        """Encode every item once and keep the latents in memory: for small streamed sets only (the CPU preset's choice)."""
+        if len(self) > CACHE_MAX_ITEMS:
+            raise ValueError(
+                f"cache_latents keeps every latent in memory, and this data has {len(self)} items (at most {CACHE_MAX_ITEMS}): "
+                "turn it off; images are decoded lazily in DataLoader workers (raise dataloader_workers if the data side is slow)"
+            )
+        cache: dict[int, Any] = {}
+        for start in range(0, len(self), batch_size):
+            items = [(i, self[i]) for i in range(start, min(start + batch_size, len(self)))]
+            good = [(i, item) for i, item in items if "skipped" not in item]
+            for i, item in items:
+                if "skipped" in item:
+                    cache[i] = item
+            if good:
+                pixels = torch.stack([item["pixel_values"] for _, item in good])
+                flat = pixels.flatten(0, 1) if pixels.ndim == 5 else pixels
+                with torch.no_grad():
+                    latents = encode(flat).detach().cpu()
+                if pixels.ndim == 5:
+                    latents = latents.view(pixels.shape[0], pixels.shape[1], *latents.shape[1:])
+                for (i, item), latent in zip(good, latents):
+                    cache[i] = {**{k: v for k, v in item.items() if k != "pixel_values"}, "latents": latent.contiguous()}
+            if progress is not None:
+                progress(min(start + batch_size, len(self)), len(self))
+        self.latents = cache
+        self.reader.close()
 
     def _ref(self, cell: Any, column: str, shard: Shard, record: int) -> ImageRef:
         if isinstance(cell, dict):
@@ -323,6 +351,8 @@ class StreamingDataset(Dataset):
             raise ImageProblem("corrupt_image", f"damaged, truncated or unknown image: {type(exc).__name__}: {exc}") from None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.latents is not None:
+            return dict(self.latents[index])
         s, g, r, flag = (int(self.arrays[k][index]) for k in ("shard", "group", "row", "flag"))
         shard = self.shards[s]
         record = int(self._offsets[s][g]) + r + 1

@@ -47,12 +47,26 @@ def test_an_oracle_judges_blind_and_the_result_lands_beside_the_lora(tmp_path: P
     test = ABTest.create(str(lora), 0.8, ["a square"], [1, 2, 3, 4, 5, 6], shuffle_seed=0)
     test.judge_with(make_oracle("color:red"), base=[blue] * 6, lora=[red] * 6)
     assert test.summary()["win_rate"] == 1.0
-    saved = json.loads(test.save().read_text())
-    assert saved["summary"]["lora_wins"] == 6 and len(saved["pairs"]) == 6
+    saved = json.loads(test.save().read_text())["results"]
+    assert len(saved) == 1 and saved[0]["summary"]["lora_wins"] == 6 and len(saved[0]["pairs"]) == 6
+    assert saved[0]["summary"]["judge"] == "color:red" and saved[0]["images"] is None
     notes = json.loads((tmp_path / "taste.json").read_text())["notes"]
     assert notes.startswith("finished\nA/B (") and "6 of 6" in notes
-    test.save()  # a second evaluation replaces the line instead of adding one
-    assert json.loads((tmp_path / "taste.json").read_text())["notes"].count("A/B (") == 1
+    second = ABTest.create(str(lora), 1.0, ["a square"], [7], shuffle_seed=1)
+    second.judge_with(make_oracle("color:blue"), base=[blue], lora=[red])
+    second.save()  # a second evaluation is kept beside the first; the card shows the latest
+    notes = json.loads((tmp_path / "taste.json").read_text())["notes"]
+    assert notes.count("A/B (") == 1 and "0 of 1" in notes and "[2 comparisons in taste.alignment-compare.json]" in notes
+    from lib_alignment.training.ab_test import saved_results
+
+    (tmp_path / "old.ab.json").write_text(json.dumps({"summary": {"lora": "old", "win_rate": 0.5}, "pairs": []}))
+    (tmp_path / "broken.alignment-compare.json").write_text("{not json")
+    listed = saved_results(tmp_path)
+    assert [r["id"] for r in listed if r["id"] != "old.ab"] == [second.id, test.id]  # newest first
+    assert {r["summary"]["lora"] for r in listed} == {str(lora), "old"}  # the older one-result files are read too
+    broken = ABTest.create(str(tmp_path / "broken.safetensors"), 1.0, ["x"], [1])
+    broken.save()  # an unreadable results file is moved aside, never overwritten
+    assert len(list(tmp_path.glob("broken.alignment-compare.json.unreadable-*"))) == 1
 
 
 @pytest.mark.slow
@@ -77,7 +91,7 @@ def test_evaluate_command_picks_by_the_judge_and_writes_pairs(tmp_path: Path, ca
         torch.set_num_threads(before)
     out = capsys.readouterr().out
     assert code == 0
-    saved = json.loads((tmp_path / "out" / "ab.ab.json").read_text())
+    saved = json.loads((tmp_path / "out" / "ab.alignment-compare.json").read_text())["results"][-1]
     assert saved["summary"]["judge"] == "brightness" and saved["summary"]["judged"] + saved["summary"]["skipped"] == 4
     # every pick is the brighter image, wherever the LoRA's image was shown
     import csv

@@ -6,8 +6,11 @@
                               "pair": {"index", "number", "total", "images": [A, B] (base64 PNG)}}
     POST /compare/{id}/pick  {"choice": "A"|"B"|"skip", "index": optional} → the next pair, or after the last
                               pick {"done": true, "result": {win_rate, interval, per_prompt, ..., "saved"}}
-    GET  /compare/{id}       → the same, without images unless ?images=true
-    POST /compare/{id}/export → {"pairs_csv": path}: the judged pairs as a DPO dataset
+    GET  /compare/{id}       → the same, without images unless ?images=true; a finished comparison is
+                              read back from NAME.alignment-compare.json (after a restart too)
+    GET  /compare            → {"results": [...]}: every saved comparison of the Lora folder, newest first
+    POST /compare/{id}/export → the picks added to the preference data: {"store", "added", "already",
+                              "source": "ab-compare"} (the preference store), or {"pairs_csv", "added"}
 
 Which image is the LoRA is never in an answer before the result. Errors: 422 a bad field (the message
 names it), 404 an unknown comparison or LoRA.
@@ -42,6 +45,15 @@ def payload(comparison: Comparison, images: bool = True) -> dict[str, Any]:
         if images:
             body["pair"]["images"] = [png_base64(image) for image in pair.images]
     return body
+
+
+def saved_payload(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved comparison in the shape of `payload` (done, no pair), with its file and whether its images were kept."""
+    summary = record["summary"]
+    total = len(record.get("pairs") or [])
+    result = {**summary, "text": record.get("text", ""), "saved": record.get("file"), "exported": None}
+    return {"id": record.get("id"), "lora": summary.get("lora"), "weight": summary.get("weight"), "done": True, "picked": total,
+            "total": total, "pair": None, "result": result, "finished": record.get("finished"), "images_kept": bool(record.get("images"))}
 
 
 def _call(fn: Callable[[], Any]) -> Any:
@@ -91,9 +103,19 @@ def compare_router(ctx: Any) -> APIRouter:
 
         return _call(run)
 
+    @router.get("/compare")
+    def past() -> dict[str, Any]:
+        return _call(lambda: {"results": [saved_payload(record) for record in sessions.past()]})
+
     @router.get("/compare/{compare_id}")
     def state(compare_id: str, images: bool = False) -> dict[str, Any]:
-        return _call(lambda: payload(sessions.get(compare_id), images=images))
+        def run() -> dict[str, Any]:
+            try:
+                return payload(sessions.get(compare_id), images=images)
+            except CompareNotFound:
+                return saved_payload(sessions.saved(compare_id))
+
+        return _call(run)
 
     @router.post("/compare/{compare_id}/pick")
     def pick(compare_id: str, body: dict = Body(...)) -> dict[str, Any]:  # noqa: B008
@@ -101,6 +123,6 @@ def compare_router(ctx: Any) -> APIRouter:
 
     @router.post("/compare/{compare_id}/export")
     def export(compare_id: str) -> dict[str, Any]:
-        return _call(lambda: {"pairs_csv": str(sessions.export_picks(compare_id))})
+        return _call(lambda: sessions.export_picks(compare_id))
 
     return router

@@ -5,8 +5,8 @@
 
 Base and LoRA images come from the same seeds; each pair is shown to the judge in
 random left/right order. Prints the LoRA's win rate with a 95% interval and a
-per-prompt table, writes NAME.ab.json beside the LoRA and notes the result on its
-card (NAME.json). `--pairs-out FOLDER` also writes the picks as pairs.csv.
+per-prompt table, adds the result to NAME.alignment-compare.json beside the LoRA
+and notes it on its card (NAME.json). `--pairs-out FOLDER` also writes the picks as pairs.csv.
 """
 
 from __future__ import annotations

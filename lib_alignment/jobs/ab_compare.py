@@ -4,8 +4,12 @@ A session renders the base and LoRA images of every (prompt, seed) through the
 host's generation backend (`before_after_images`), keeps them in memory with an
 `ABTest` (seeded, unpredictable left/right order), and hands out one pair at a
 time as ("A", "B") images. Nothing a caller sees before the end tells which side
-is the LoRA; after the last pick the test is saved beside the LoRA (NAME.ab.json
-and a line on its card) and the result is returned.
+is the LoRA; after the last pick the images are kept under OUTPUT/compare/NAME-ID/,
+the result is appended to NAME.alignment-compare.json beside the LoRA (and put on
+its card), and returned. Finished comparisons are read back from those files, so
+the list of past results and adding their picks to the preference data survive
+a restart. Picks go to the preference store (lib_alignment.preferences) as
+judgements of source "ab-compare"; without the store, to a pairs.csv.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from typing import Any
 
 from PIL import Image
 
-from ..training.ab_test import ABTest, save_images
+from ..training.ab_test import ABPair, ABTest, save_images, saved_results
+
+#: The preference store's source name of A/B picks.
+PICK_SOURCE = "ab-compare"
 
 CHOICES = {"A": "left", "B": "right", "skip": "skip"}
 MAX_PAIRS = 200
@@ -141,6 +148,7 @@ class CompareSessions:
         )  # fmt: skip
         test = ABTest.create(str(path), float(weight), prompts, seeds, shuffle_seed=secrets.randbits(64))
         comparison = Comparison(secrets.token_hex(16), test, base, lora_images)
+        test.id = comparison.id
         with self._lock:
             self._open[comparison.id] = comparison
             for old in sorted(self._open.values(), key=lambda c: c.created)[: max(0, len(self._open) - MAX_SESSIONS)]:
@@ -168,26 +176,72 @@ class CompareSessions:
                 raise ValueError(f"index: pair {index} is not the one on show ({current})")
             comparison.test.record(current, CHOICES[choice])
             if comparison.done:
-                comparison.saved = str(comparison.test.save())
+                folder = Path(self.ctx.output_dir) / "compare" / f"{Path(comparison.test.lora).stem}-{comparison.id[:8]}"
+                save_images(folder, comparison.base, comparison.lora)
+                comparison.saved = str(comparison.test.save(images=folder))
         return comparison
 
-    def export_picks(self, compare_id: str) -> Path:
-        """The judged pairs as a DPO dataset (pairs.csv + images), the picked image first, under
-        OUTPUT/preferences/ab/NAME-ID/; returns the pairs.csv path."""
-        comparison = self.get(compare_id)
-        if not comparison.done:
+    def past(self) -> list[dict[str, Any]]:
+        """Every saved comparison of the LoRAs in the Lora folder, newest first (read from the files)."""
+        return saved_results(Path(self.ctx.lora_dir))
+
+    def saved(self, compare_id: str) -> dict[str, Any]:
+        """A finished comparison as saved beside its LoRA (after a restart as well)."""
+        found = next((r for r in self.past() if r.get("id") == str(compare_id or "")), None)
+        if found is None:
+            raise CompareNotFound(f"no comparison {compare_id!r}")
+        return found
+
+    def export_picks(self, compare_id: str) -> dict[str, Any]:
+        """Add a finished comparison's picks to the preference data, the picked image the winner.
+
+        Into the preference store when there is one ({"store", "added", "already"}; adding the same
+        comparison twice adds nothing), else as a DPO pairs.csv beside its images ({"pairs_csv"}).
+        """
+        try:
+            live: Comparison | None = self.get(compare_id)
+        except CompareNotFound:
+            live = None
+        if live is not None and not live.done:
             raise ValueError("the comparison is not finished")
-        name = f"{Path(comparison.test.lora).stem}-{comparison.id[:8]}"
-        folder = Path(self.ctx.output_dir) / "preferences" / "ab" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        base_names, lora_names = save_images(folder, comparison.base, comparison.lora)
-        target = folder / "pairs.csv"
-        with target.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["caption", "image_0", "image_1", "label_0", "label_1"])
-            writer.writerows(comparison.test.preference_rows(base_names, lora_names))
-        comparison.exported = str(target)
-        return target
+        record = self.saved(compare_id)
+        folder = Path(record.get("images") or "")
+        if not record.get("images") or not folder.is_dir():
+            raise ValueError(f"comparison {compare_id}: its images were not kept (judged from the command line?), nothing to add")
+        pairs = [ABPair(**p) for p in record.get("pairs", [])]
+        judged = [p for p in pairs if p.lora_won is not None]
+        summary = record["summary"]
+        try:
+            from ..preferences.store import default_store
+        except ImportError:  # an install without the store: a pairs file trains as well
+            target = folder / "pairs.csv"
+            test = ABTest(summary["lora"], float(summary["weight"]), pairs, str(summary.get("judge", "person")))
+            names = [f"base-{p.index:03d}.png" for p in pairs], [f"lora-{p.index:03d}.png" for p in pairs]
+            with target.open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(["caption", "image_0", "image_1", "label_0", "label_1"])
+                writer.writerows(test.preference_rows(*names))
+            return {"pairs_csv": str(target), "added": len(judged)}
+        store = default_store(self.ctx)
+        group = f"{PICK_SOURCE}:{record['id']}"
+        if store.has_group(group):
+            return {"store": str(store.root), "added": 0, "already": True, "source": PICK_SOURCE}
+        human = str(summary.get("judge", "person")) == "person"
+        settings = {"lora": Path(str(summary["lora"])).stem, "weight": summary["weight"]}
+        ids = []
+        for pair in judged:  # images first (each durable before a row names it), then the judgements together
+            base = store.add_image(folder / f"base-{pair.index:03d}.png", prompt=pair.prompt, seed=pair.seed,
+                                   source=PICK_SOURCE, settings={**settings, "weight": 0})
+            lora = store.add_image(folder / f"lora-{pair.index:03d}.png", prompt=pair.prompt, seed=pair.seed,
+                                   source=PICK_SOURCE, settings=settings)
+            if lora != base:  # (a LoRA that left the image unchanged: nothing was preferred)
+                ids.append((lora, base) if pair.lora_won else (base, lora))
+        with store.batch():
+            for winner, loser in ids:
+                store.add_judgement(winner, [loser], source=PICK_SOURCE, human=human, group=group)
+        if live is not None:
+            live.exported = str(store.root)
+        return {"store": str(store.root), "added": len(ids), "already": False, "source": PICK_SOURCE}
 
 
 def for_context(ctx: Any) -> CompareSessions:
@@ -196,5 +250,5 @@ def for_context(ctx: Any) -> CompareSessions:
 
 
 __all__ = [
-    "CHOICES", "CompareNotFound", "CompareSessions", "Comparison", "Pair", "for_context", "lora_files", "resolve_lora",
+    "CHOICES", "PICK_SOURCE", "CompareNotFound", "CompareSessions", "Comparison", "Pair", "for_context", "lora_files", "resolve_lora",
 ]  # fmt: skip

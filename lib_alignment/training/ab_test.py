@@ -5,16 +5,24 @@
 a person in the Compare view, or an oracle/reward (`judge_with`) — cannot tell
 which is which. Each pick is "left", "right" or "skip"; `summary()` gives the
 LoRA's win rate over the non-skipped pairs with a 95% Wilson interval and a
-per-prompt table, and `save()` writes NAME.ab.json beside the LoRA and adds a
-line to its card's notes (NAME.json). Picks can become preference pairs
-(`preference_rows`, the layout of Rank & Refine's pairs.csv).
+per-prompt table, and `save()` appends the result to NAME.alignment-compare.json
+beside the LoRA (every finished comparison of that LoRA, each with its id,
+time, judge, picks and where its images were kept; atomic write) and puts the
+latest on its card's notes (NAME.json), which the WebUIs' Lora cards show.
+`saved_results` reads them back (the Compare view's past results survive a
+restart). Picks can become preference pairs (`preference_rows`, the layout of
+Rank & Refine's pairs.csv).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import secrets
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +33,11 @@ from PIL import Image
 from ..paths import atomic_save_image, atomic_write_json
 
 PICKS = ("left", "right", "skip")
+#: NAME + this, beside NAME.safetensors: every finished comparison of that LoRA.
+RESULTS_SUFFIX = ".alignment-compare.json"
+#: What one comparison was saved as before (read, never written).
+LEGACY_SUFFIX = ".ab.json"
+_SAVE_LOCK = threading.Lock()
 
 
 def wilson_interval(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -60,6 +73,8 @@ class ABTest:
     weight: float
     pairs: list[ABPair] = field(default_factory=list)
     judge: str = "person"
+    #: names the comparison in NAME.alignment-compare.json (the Compare view uses its session id)
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @classmethod
     def create(cls, lora: str, weight: float, prompts: Sequence[str], seeds: Sequence[int], shuffle_seed: int = 0) -> ABTest:
@@ -118,17 +133,27 @@ class ABTest:
         return (f"A/B ({s['judge']}, weight {s['weight']:g}): LoRA preferred in {s['lora_wins']} of {s['judged']} "
                 f"({100 * s['win_rate']:.0f}%, 95% CI {100 * s['interval'][0]:.0f}–{100 * s['interval'][1]:.0f}%), {s['skipped']} skipped")
 
-    def save(self) -> Path:
-        """NAME.ab.json beside the LoRA (every pick and the summary), and the result in NAME.json's notes."""
+    def as_record(self, images: str | None = None) -> dict[str, Any]:
+        """What NAME.alignment-compare.json keeps of this comparison."""
+        return {"id": self.id, "finished": time.time(), "text": self.text(), "summary": self.summary(),
+                "pairs": [asdict(p) for p in self.pairs], "images": images}
+
+    def save(self, images: str | Path | None = None) -> Path:
+        """Append this result to NAME.alignment-compare.json beside the LoRA (a result with the same id is
+        replaced) and put it in NAME.json's notes; `images`: the folder holding base-NNN.png / lora-NNN.png."""
         lora = Path(self.lora)
-        path = lora.with_name(lora.stem + ".ab.json")
-        atomic_write_json(path, {"summary": self.summary(), "pairs": [asdict(p) for p in self.pairs]})
-        card = lora.with_name(lora.stem + ".json")
-        if card.is_file():
-            data = json.loads(card.read_text(encoding="utf-8"))
-            notes = [line for line in str(data.get("notes", "")).splitlines() if not line.startswith("A/B (")]
-            data["notes"] = "\n".join([*notes, self.text()]).strip()
-            atomic_write_json(card, data)
+        path = results_path(lora)
+        with _SAVE_LOCK:
+            results = [r for r in _read_results(path, keep_bad=True) if r.get("id") != self.id]
+            results.append(self.as_record(str(images) if images else None))
+            atomic_write_json(path, {"version": 1, "lora": lora.name, "results": results})
+            card = lora.with_name(lora.stem + ".json")
+            if card.is_file():
+                data = json.loads(card.read_text(encoding="utf-8"))
+                notes = [line for line in str(data.get("notes", "")).splitlines() if not line.startswith("A/B (")]
+                line = self.text() + (f" [{len(results)} comparisons in {path.name}]" if len(results) > 1 else "")
+                data["notes"] = "\n".join([*notes, line]).strip()
+                atomic_write_json(card, data)
         return path
 
     def preference_rows(self, base_paths: Sequence[str], lora_paths: Sequence[str]) -> list[list[Any]]:
@@ -142,6 +167,40 @@ class ABTest:
         return rows
 
 
+def results_path(lora: str | Path) -> Path:
+    """NAME.alignment-compare.json beside NAME.safetensors."""
+    lora = Path(lora)
+    return lora.with_name(lora.stem + RESULTS_SUFFIX)
+
+
+def _read_results(path: Path, keep_bad: bool = False) -> list[dict[str, Any]]:
+    """The results in one file ([] if none). An unreadable file is moved aside (keep_bad) rather than overwritten."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        results = data["results"] if path.name.endswith(RESULTS_SUFFIX) else [{"id": path.stem, "finished": path.stat().st_mtime, **data}]
+        if not isinstance(results, list):
+            raise ValueError("results is not a list")
+        return [r for r in results if isinstance(r, dict) and isinstance(r.get("summary"), dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        if keep_bad:
+            os.replace(path, path.with_name(f"{path.name}.unreadable-{int(time.time())}"))
+        return []
+
+
+def saved_results(folder: str | Path) -> list[dict[str, Any]]:
+    """Every saved comparison of the LoRAs in `folder` (and subfolders), newest first, each with "file"."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found: list[dict[str, Any]] = []
+    for pattern in ("*" + RESULTS_SUFFIX, "*" + LEGACY_SUFFIX):
+        for path in root.rglob(pattern):
+            found += [{**record, "file": str(path)} for record in _read_results(path)]
+    return sorted(found, key=lambda r: float(r.get("finished") or 0), reverse=True)
+
+
 def save_images(folder: Path, base: Sequence[Image.Image], lora: Sequence[Image.Image]) -> tuple[list[str], list[str]]:
     """base-NNN.png / lora-NNN.png in `folder` (for preference rows), relative names returned."""
     names: tuple[list[str], list[str]] = ([], [])
@@ -153,4 +212,4 @@ def save_images(folder: Path, base: Sequence[Image.Image], lora: Sequence[Image.
     return names
 
 
-__all__ = ["PICKS", "ABPair", "ABTest", "save_images", "wilson_interval"]
+__all__ = ["PICKS", "RESULTS_SUFFIX", "ABPair", "ABTest", "results_path", "save_images", "saved_results", "wilson_interval"]

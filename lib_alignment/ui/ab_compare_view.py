@@ -4,13 +4,17 @@ Start renders base and LoRA images of the same prompts and seeds through the
 host's backend (lib_alignment.jobs.ab_compare), then shows one pair at a time as
 "A" and "B" in a random order; "A is better" / "B is better" / "Skip" (or keys
 1 / 2 / space) record the pick. After the last pair: the LoRA's win rate with its
-95% interval and a per-prompt table, saved beside the LoRA (NAME.ab.json, a line
-on its card), and the picks can be added to the preference data as pairs.csv.
-The page keeps only the comparison's id (gr.State); the images stay on the server.
+95% interval and a per-prompt table, saved beside the LoRA
+(NAME.alignment-compare.json, a line on its card). "Past comparisons" lists every
+saved result of the Lora folder (they survive a restart), and the picks of the
+one on show or chosen there can be added to the preference data (the preference
+store, source "ab-compare"). The page keeps only the comparison's id
+(gr.State); the images stay on the server.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,27 @@ def result_html(result: dict[str, Any]) -> str:
         "<table><thead><tr><th>prompt</th><th>LoRA better</th><th>base better</th><th>skipped</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>{saved}</div>"
     )
+
+
+def past_label(record: dict[str, Any]) -> str:
+    """'2026-12-07 06:40 · mylora @1 · 75% of 8 · person [ab12cd34]' for the past-results dropdown."""
+    summary = record["summary"]
+    when = _dt.datetime.fromtimestamp(float(record.get("finished") or 0)).strftime("%Y-%m-%d %H:%M")
+    rate = "no win rate" if summary.get("win_rate") is None else f"{100 * summary['win_rate']:.0f}% of {summary['judged']}"
+    name = Path(str(summary.get("lora", ""))).stem
+    return f"{when} · {name} @{float(summary.get('weight', 1)):g} · {rate} · {summary.get('judge', 'person')} [{str(record.get('id', ''))[:8]}]"
+
+
+def past_choices(sessions: Any) -> list[str]:
+    return [past_label(record) for record in sessions.past()]
+
+
+def _past_id(sessions: Any, label: str | None) -> str | None:
+    """The saved comparison a past-results label names (by the id in its brackets)."""
+    if not label or not label.endswith("]") or "[" not in label:
+        return None
+    short = label.rsplit("[", 1)[1][:-1]
+    return next((str(r.get("id")) for r in sessions.past() if str(r.get("id", "")).startswith(short)), None)
 
 
 def _view(comparison: Comparison | None, message: str = "") -> list[Any]:
@@ -99,7 +124,12 @@ def build(ctx: AppContext) -> None:
                 pick_b = gr.Button("B is better", elem_id=_id("pick_b"))
                 skip = gr.Button("Skip", elem_id=_id("pick_skip"))
         result = gr.HTML(elem_id=_id("result"))
-        export = gr.Button("Add my picks to the preference data", elem_id=_id("export"))
+        past_names = past_choices(sessions)
+        with gr.Row():
+            past = gr.Dropdown(label="Past comparisons (saved beside each LoRA)", choices=past_names, value=None,
+                               scale=4, elem_id=_id("past"))  # fmt: skip
+        past_result = gr.HTML(elem_id=_id("past_result"))
+        export = gr.Button("Add the picks to the preference data", elem_id=_id("export"))
         export_message = gr.Markdown(elem_id=_id("export_message"))
         state = gr.State({})
 
@@ -107,9 +137,22 @@ def build(ctx: AppContext) -> None:
 
     def on_refresh(current: str | None) -> Any:
         names = lora_choices(ctx)
-        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None)), gr.update(choices=past_choices(sessions))
 
-    refresh.click(on_refresh, inputs=[lora], outputs=[lora])
+    refresh.click(on_refresh, inputs=[lora], outputs=[lora, past])
+
+    def on_past(label: str | None) -> str:
+        compare_id = _past_id(sessions, label)
+        if compare_id is None:
+            return ""
+        try:
+            record = sessions.saved(compare_id)
+        except CompareNotFound:
+            return "This result is gone (its file was removed?)."
+        kept = "" if record.get("images") else "<p>Its images were not kept: its picks cannot be added to the preference data.</p>"
+        return result_html({**record["summary"], "saved": record.get("file")}) + kept
+
+    past.change(on_past, inputs=[past], outputs=[past_result])
 
     def on_start(
         name: str | None, w: float, prompt_text: str, seed_text: str, step_count: Any, pixels: Any
@@ -132,26 +175,36 @@ def build(ctx: AppContext) -> None:
             compare_id = (current or {}).get("id")
             if not compare_id:
                 return _view(None, "Start a comparison first.")
+            keep = gr.update()
             try:
-                return _view(sessions.pick(compare_id, choice))
+                comparison = sessions.pick(compare_id, choice)
             except CompareNotFound:
-                return _view(None, "This comparison is gone (the app restarted?): start it again.")
+                return [*_view(None, "This comparison is gone (the app restarted?): start it again."), keep]
             except ValueError as error:
-                return _view(sessions.get(compare_id), str(error))
+                return [*_view(sessions.get(compare_id), str(error)), keep]
+            return [*_view(comparison), gr.update(choices=past_choices(sessions)) if comparison.done else keep]
 
         return on_pick
 
-    pick_a.click(picker("A"), inputs=[state], outputs=outputs)
-    pick_b.click(picker("B"), inputs=[state], outputs=outputs)
-    skip.click(picker("skip"), inputs=[state], outputs=outputs)
+    pick_a.click(picker("A"), inputs=[state], outputs=[*outputs, past])
+    pick_b.click(picker("B"), inputs=[state], outputs=[*outputs, past])
+    skip.click(picker("skip"), inputs=[state], outputs=[*outputs, past])
 
-    def on_export(current: dict[str, Any] | None) -> str:
+    def on_export(current: dict[str, Any] | None, label: str | None) -> str:
+        compare_id = _past_id(sessions, label) or (current or {}).get("id") or ""
+        if not compare_id:
+            return "Finish a comparison, or choose one under *Past comparisons*, first."
         try:
-            path = sessions.export_picks((current or {}).get("id") or "")
+            done = sessions.export_picks(compare_id)
         except CompareNotFound:
-            return "Finish a comparison first."
+            return "Finish a comparison, or choose one under *Past comparisons*, first."
         except (ValueError, OSError) as error:
             return f"**Not added:** {error}"
-        return f"Wrote `{path}`: train on it as a DPO dataset (its path in *Dataset path*)."
+        if "pairs_csv" in done:
+            return f"Wrote {done['added']} picks to `{done['pairs_csv']}`: train on it as a DPO dataset (its path in *Dataset path*)."
+        if done.get("already"):
+            return f"These picks are already in the preference data (`{done['store']}`)."
+        return (f"Added {done['added']} picks to the preference data (`{done['store']}`, source {done['source']}): "
+                f"train on them with the dataset `@preferences?source={done['source']}`.")
 
-    export.click(on_export, inputs=[state], outputs=[export_message])
+    export.click(on_export, inputs=[state, past], outputs=[export_message])

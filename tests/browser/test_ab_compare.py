@@ -61,7 +61,10 @@ def test_blind_comparison_by_clicking_ends_with_the_win_rate(tmp_path):
                           describe=lambda: _text(driver, f"{AB}_progress"))
         assert re.search(r"LoRA preferred in \d of 3 pairs: win rate \d+%", result), result
         assert "95% interval" in result and "a blue square" in result and "1 skipped" in result
-        assert lora.with_name("browser-ab.ab.json").is_file()
+        assert lora.with_name("browser-ab.alignment-compare.json").is_file()
         _click(driver, f"{AB}_export")
-        wait_for(lambda: "pairs.csv" in _text(driver, f"{AB}_export_message"), 30, "the preference data")
-        assert len(list((out / "preferences" / "ab").glob("browser-ab-*/pairs.csv"))) == 1
+        wait_for(lambda: "Added 3 picks" in _text(driver, f"{AB}_export_message"), 30, "the preference data",
+                 describe=lambda: _text(driver, f"{AB}_export_message"))
+        from lib_alignment.preferences import PreferenceFilter, PreferenceStore
+
+        assert len(PreferenceStore(out / "preferences").list(PreferenceFilter(sources=("ab-compare",)))) == 3

@@ -22,6 +22,7 @@ from ..jobs.datasets import data_methods, stage_upload
 from ..jobs.plot import render_health
 from ..jobs.presets import DATA_ONLY, PRESETS, detect_preset, gpu_memory_gb, preset_options, preset_start
 from . import ab_compare_view
+from . import preferences_filters as pref_view
 from . import training_view as view
 from .compat import file_path, poll
 from .context import AppContext
@@ -34,6 +35,7 @@ POLL_SECONDS = 2.0
 SOURCE_PATH = "A file or folder"
 SOURCE_UPLOAD = "Upload"
 SOURCE_REFINE = "My Rank & Refine rankings"
+SOURCE_PREFS = "My preferences"  # the preference store: gallery likes, curation, Rank & Refine, imports
 
 #: Options shown under "Advanced settings" (the ones that exist in the installed trainer).
 ADVANCED = (
@@ -197,7 +199,7 @@ def build(ctx: AppContext) -> None:
             with gr.Column(visible=methods[0] in data_method_set) as data_box:
                 source = gr.Radio(
                     label="Dataset",
-                    choices=[SOURCE_PATH, SOURCE_UPLOAD, SOURCE_REFINE],
+                    choices=[SOURCE_PATH, SOURCE_UPLOAD, SOURCE_REFINE, SOURCE_PREFS],
                     value=SOURCE_PATH,
                     elem_id=_id("source"),
                 )
@@ -212,6 +214,7 @@ def build(ctx: AppContext) -> None:
                     visible=False,
                     elem_id=_id("upload"),
                 )
+                prefs = pref_view.build_filters(ctx)
                 skip_bad_rows = gr.Checkbox(
                     label="Skip bad rows (train on the rest)", value=False, elem_id=_id("skip_bad_rows")
                 )
@@ -363,18 +366,38 @@ def build(ctx: AppContext) -> None:
 
     def on_source(choice: str) -> list[Any]:
         return [
-            gr.update(visible=choice != SOURCE_REFINE),
+            gr.update(visible=choice not in (SOURCE_REFINE, SOURCE_PREFS)),
             gr.update(visible=choice == SOURCE_UPLOAD),
             gr.update(visible=choice != SOURCE_UPLOAD),  # an upload is checked as it arrives
             "",  # the old source's report does not describe the new one
+            gr.update(visible=choice == SOURCE_PREFS),
         ]
 
-    source.change(on_source, inputs=[source], outputs=[dataset_path, upload, check, report])
+    source.change(on_source, inputs=[source], outputs=[dataset_path, upload, check, report, prefs.box])
 
-    def dataset_value(choice: str, path: str) -> str:
+    def on_prefs_counts(title: str, choice: str, *filters: Any) -> Any:
+        """The counts My preferences gives the chosen method (pairs, labels or rankings), before Start."""
+        if choice != SOURCE_PREFS:
+            return gr.update()
+        return pref_view.counts_text(ctx, view.method_from_title(title), *filters)
+
+    counts_event = {"fn": on_prefs_counts, "inputs": [method, source, *prefs.inputs], "outputs": [prefs.counts]}
+    for trigger in (source.change, method.change, prefs.sources.change, prefs.refresh.click):
+        trigger(**counts_event)
+    for box in (prefs.checkpoint, prefs.prompt, prefs.since, prefs.until):
+        box.submit(**counts_event)
+        box.blur(**counts_event)
+
+    def dataset_value(choice: str, path: str, *filters: Any) -> str:
+        if choice == SOURCE_PREFS:
+            return pref_view.spec(*filters)
         return RANK_REFINE if choice == SOURCE_REFINE else (path or "").strip()
 
-    def on_check(title: str, choice: str, path: str, skip: bool, *values: Any) -> str:
+    def on_check(
+        title: str, choice: str, path: str, f_sources: Any, f_checkpoint: str, f_prompt: str, f_since: str, f_until: str,
+        skip: bool, *values: Any,
+    ) -> str:
+        filters = (f_sources, f_checkpoint, f_prompt, f_since, f_until)
         m = view.method_from_title(title)
         options: dict[str, Any] = {"skip_bad_rows": bool(skip)}
         try:
@@ -383,11 +406,13 @@ def build(ctx: AppContext) -> None:
                     send, converted = _option_value(key, fields[key], value)
                     if send:
                         options[key] = converted
-            return runner.check_dataset(dataset_value(choice, path), m, options).format_text()
+            return runner.check_dataset(dataset_value(choice, path, *filters), m, options).format_text()
         except (RequestError, ValueError, OSError) as error:  # a message in the box, not a traceback in the console
             return f"Not checked: {error}"
 
-    check.click(on_check, inputs=[method, source, dataset_path, skip_bad_rows, *advanced_components], outputs=[report])
+    check.click(
+        on_check, inputs=[method, source, dataset_path, *prefs.inputs, skip_bad_rows, *advanced_components], outputs=[report]
+    )
 
     def on_upload(value: Any, title: str, skip: bool) -> list[Any]:
         path = file_path(value)
@@ -423,6 +448,11 @@ def build(ctx: AppContext) -> None:
         title: str,
         choice: str,
         path: str,
+        f_sources: Any,
+        f_checkpoint: str,
+        f_prompt: str,
+        f_since: str,
+        f_until: str,
         skip: bool,
         reward_value: str,
         prompt_text: str,
@@ -447,7 +477,7 @@ def build(ctx: AppContext) -> None:
             request = JobRequest(
                 method=m,
                 name=(output_name or "").strip(),
-                dataset=dataset_value(choice, path) if m in data_method_set else "",
+                dataset=dataset_value(choice, path, f_sources, f_checkpoint, f_prompt, f_since, f_until) if m in data_method_set else "",
                 reward=(reward_value or None) if m not in data_method_set else None,
                 prompts=(prompt_text or None) if m not in data_method_set else None,
                 options=options,
@@ -466,10 +496,12 @@ def build(ctx: AppContext) -> None:
             ]
         except (RequestError, JobBusy, JobConflict, ValueError) as error:
             return [f"**Not started:** {error}", gr.update(), gr.update()]
-        checked = _record(runner, status.id).get("dataset", {}).get("report")
+        dataset_record = _record(runner, status.id).get("dataset", {})
+        checked = dataset_record.get("report")
         label = view.job_label(status)
+        trains_on = f" {dataset_record['summary']}." if dataset_record.get("summary") else ""  # My preferences' counts
         return [
-            f"Started **{status.name}** ({status.id}).",
+            f"Started **{status.name}** ({status.id}).{trains_on}",
             checked or gr.update(),
             gr.update(choices=[view.job_label(s) for s in runner.list()], value=label),
         ]
@@ -480,6 +512,7 @@ def build(ctx: AppContext) -> None:
             method,
             source,
             dataset_path,
+            *prefs.inputs,
             skip_bad_rows,
             reward,
             prompts,

@@ -36,11 +36,11 @@ def test_extension_registers_both_tabs_with_exact_titles(registered):
     assert len(registered.ui_tabs_callbacks) == 1
     tabs = registered.ui_tabs_callbacks[0]()
     titles = [title for _, title, _ in tabs]
-    assert titles == ["Rank & Refine", "Alignment Training"]
+    assert titles == ["Rank & Refine", "Alignment Training", "Curate"]
     import gradio as gr
 
     assert all(isinstance(block, gr.Blocks) for block, _, _ in tabs)
-    assert len({elem_id for _, _, elem_id in tabs}) == 2
+    assert len({elem_id for _, _, elem_id in tabs}) == 3
 
 
 def test_routes_are_registered_and_follow_the_webui_auth(registered, fake_webui):

@@ -216,7 +216,7 @@ class CurateSession:
             checkpoint=meta.checkpoint,
             checkpoint_hash=meta.checkpoint_hash,
             source=SOURCE,
-            path=path,
+            path=str(path),
         )
         self.store_ids[rel] = image_id
         return image_id

@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import rank_refine_tab, training_tab
+from . import curate_view, rank_refine_tab, training_tab
 from .compat import blocks
 from .context import AppContext
 
-TABS = (rank_refine_tab, training_tab)
+TABS = (rank_refine_tab, training_tab, curate_view)
 
 
 def standalone_context(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import webui_facade as webui
-from . import rank_refine_tab, training_tab
+from . import curate_view, rank_refine_tab, training_tab
 from .compat import blocks
 from .context import AppContext
 
@@ -42,7 +42,7 @@ def ui_tabs() -> list[tuple[Any, str, str]]:
     """The on_ui_tabs callback: one gr.Blocks per top-level tab."""
     ctx = webui_context()
     tabs = []
-    for tab in (rank_refine_tab, training_tab):
+    for tab in (rank_refine_tab, training_tab, curate_view):
         with blocks() as block:
             tab.build(ctx)
         tabs.append((block, tab.TITLE, tab.ELEM_ID))

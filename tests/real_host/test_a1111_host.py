@@ -119,8 +119,6 @@ def test_training_on_the_loaded_checkpoint_makes_a_lora_the_webui_uses(a1111_hos
         body["dataset"] = str(_toy_data(tmp_path_factory.mktemp(method))["pairs" if method == "dpo" else "kto"])
     job = host.start_job(body)
     assert job["model"] == str(host.checkpoint)
-    if method == "dpo":  # the shard folder's structure was checked in the WebUI's Python; images stream
-        assert "streamed 2 files (train-00000-of-00002.parquet" in json.dumps(job), json.dumps(job)[:3000]
     done = host.poll_job(job["id"])
     assert done["state"] == "finished", json.dumps(done)[:4000]
     lora = Path(done["outputs"]["lora"])

@@ -124,18 +124,20 @@ class _Scan:
         self.skip_bad_rows = skip_bad_rows
         self.intersections_as_wins = intersections_as_wins
         self.report = report
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("shard", "group", "row", "flag", "weight")}
-        self.seen: set[int] = set()
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("shard", "group", "row", "flag", "weight", "key", "record")}
         self.counts = {"rows": 0, "not_different": 0, "unlabeled": 0, "same_image": 0, "duplicates": 0, "ties": 0, "bad_rows": 0}
 
     def _problem(self, shard: Shard, row: int, field: str | None, message: str, code: str) -> None:
         self.report.add(Problem(str(shard.path), row, field, message, code=code))
         self.counts["bad_rows"] += 1
 
-    def _add(self, s: int, g: int, rows: list[int], flags: list[int], weights: list[float]) -> None:
+    def _add(self, s: int, g: int, rows: list[int], flags: list[int], weights: list[float], keys: list[int], base: int) -> None:
+        """Items of one group; ``keys`` identify (caption, images) for the duplicate search (0: none)."""
         n = len(rows)
         if not n:
             return
+        self.parts["key"].append(np.asarray(keys, np.int64))
+        self.parts["record"].append(np.asarray(rows, np.int64) + (base + (s << 40)))
         self.parts["shard"].append(np.full(n, s, np.int32))
         self.parts["group"].append(np.full(n, g, np.int32))
         self.parts["row"].append(np.asarray(rows, np.int32))
@@ -178,6 +180,7 @@ class _Scan:
         rows: list[int] = []
         flags: list[int] = []
         weights: list[float] = []
+        keys: list[int] = []
         for r, caption in enumerate(captions):
             number = base + r + 1
             text = "" if caption is None else str(caption).strip()
@@ -194,16 +197,13 @@ class _Scan:
             if different is not None and different[r] is not None and not different[r]:
                 self.counts["not_different"] += 1
                 continue
+            key = 0
             if uids is not None:
                 a, b = uids[0][r], uids[1][r]
                 if a is not None and a == b:
                     self.counts["same_image"] += 1
                     continue
-                key = hash((text, min(str(a), str(b)), max(str(a), str(b))))
-                if key in self.seen:
-                    self.counts["duplicates"] += 1
-                    continue
-                self.seen.add(key)
+                key = hash((text, min(str(a), str(b)), max(str(a), str(b)))) or 1
             if outcome == TIE:
                 self.counts["ties"] += 1
                 if self.tie_policy != "weight":
@@ -211,11 +211,13 @@ class _Scan:
                 rows += [r, r]
                 flags += [0, 1]
                 weights += [0.5, 0.5]
+                keys += [key, key]
                 continue
             rows.append(r)
             flags.append(0 if outcome == FIRST else 1)
             weights.append(1.0)
-        self._add(s, g, rows, flags, weights)
+            keys.append(key)
+        self._add(s, g, rows, flags, weights, keys, base)
 
     def _labeled(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
         captions = _strings(cols["caption"])
@@ -223,6 +225,7 @@ class _Scan:
         labels = _strings(cols["label"])
         rows: list[int] = []
         flags: list[int] = []
+        keys: list[int] = []
         for r, caption in enumerate(captions):
             number = base + r + 1
             text = "" if caption is None else str(caption).strip()
@@ -237,17 +240,28 @@ class _Scan:
                 self.counts["intersections"] = self.counts.get("intersections", 0) + 1
                 if not self.intersections_as_wins:
                     continue
-            key = hash((text, str(images[r])))
-            if key in self.seen:
-                self.counts["duplicates"] += 1
-                continue
-            self.seen.add(key)
+            keys.append(hash((text, str(images[r]))) or 1)
             rows.append(r)
             flags.append(1 if outcome in (DESIRABLE, INTERSECTION) else 0)
-        self._add(s, g, rows, flags, [1.0] * len(rows))
+        self._add(s, g, rows, flags, [1.0] * len(rows), keys, base)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {k: (np.concatenate(v) if v else np.zeros(0, {"shard": np.int32, "group": np.int32, "row": np.int32, "flag": np.int8, "weight": np.float32}[k])) for k, v in self.parts.items()}
+        """The item index, duplicates (same key as an item of an earlier row) left out and counted."""
+        dtypes = {"shard": np.int32, "group": np.int32, "row": np.int32, "flag": np.int8, "weight": np.float32, "key": np.int64, "record": np.int64}
+        out = {k: (np.concatenate(v) if v else np.zeros(0, dtypes[k])) for k, v in self.parts.items()}
+        self.parts.clear()
+        key, record = out.pop("key"), out.pop("record")
+        with_key = np.flatnonzero(key != 0)
+        if len(with_key):
+            _, first, inverse = np.unique(key[with_key], return_index=True, return_inverse=True)
+            first_item = with_key[first][inverse.reshape(-1)]
+            duplicate = with_key[record[first_item] != record[with_key]]
+            if len(duplicate):
+                self.counts["duplicates"] += int(len(np.unique(record[duplicate])))
+                keep = np.ones(len(key), dtype=bool)
+                keep[duplicate] = False
+                out = {k: v[keep] for k, v in out.items()}
+        return out
 
 
 def _item_label(outcome_flag: int) -> float:

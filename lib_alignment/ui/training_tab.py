@@ -205,7 +205,7 @@ def build(ctx: AppContext) -> None:
                 )
                 dataset_path = gr.Textbox(
                     label="Dataset path",
-                    placeholder="pairs.csv, a parquet file or a dataset folder (relative paths: the extension's output folder)",
+                    placeholder="pairs.csv, a parquet file, a dataset folder or a Pick-a-Pic folder of parquet shards (relative paths: the extension's output folder)",
                     elem_id=_id("dataset"),
                 )
                 upload = gr.File(

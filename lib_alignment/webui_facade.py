@@ -480,6 +480,25 @@ def _with_initial_noise(base: Any, initial_noise: Any, captured: list[Any]) -> A
     return _WithInitialNoise
 
 
+def _with_seeded_init_latent(base: Any, seed: int) -> Any:
+    """img2img whose init latent repeats: A1111 encodes the init image by *sampling* the VAE's posterior with
+    the global torch RNG, once per image of the batch, so the same noise gave another image in the next call
+    (or at another batch position). Seeded by noise_seed and with the first row used for every candidate,
+    a candidate's image depends only on its noise."""
+    import torch
+
+    class _SeededInitLatent(base):  # type: ignore[misc, valid-type]
+        def init(self, all_prompts, all_seeds, all_subseeds):  # type: ignore[no-untyped-def]
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                super().init(all_prompts, all_seeds, all_subseeds)
+            latent = getattr(self, "init_latent", None)
+            if isinstance(latent, torch.Tensor) and latent.shape[0] > 1:
+                self.init_latent = latent[:1].expand_as(latent).clone()
+
+    return _SeededInitLatent
+
+
 def _run_with_initial_noise(p: Any, n: int, batch_size: int, captured: list[Any]) -> tuple[list[Any], Any]:
     import torch
     from modules import processing, shared
@@ -578,7 +597,9 @@ def img2img_with_initial_noise(
 
     captured: list[Any] = []
     common = _common_params(prompts, negative_prompt, noise_seed, steps, cfg_scale, width, height, sampler_name, batch_size)
-    cls = _with_initial_noise(processing.StableDiffusionProcessingImg2Img, initial_noise, captured)
+    cls = _with_seeded_init_latent(
+        _with_initial_noise(processing.StableDiffusionProcessingImg2Img, initial_noise, captured), int(noise_seed)
+    )
     params = {"resize_mode": 0, **dict(extra_params or {})}
     p = cls(**common, init_images=[init_image], denoising_strength=float(denoising_strength), **params)
     return _run_with_initial_noise(p, len(prompts), batch_size, captured)

@@ -219,3 +219,50 @@ def test_generate_cli_loads_the_webui_checkpoint_in_the_webui_python(a1111_host,
     """The checkpoint stores position_ids as float (as many community files do); under A1111's
     transformers 4.30.2 that once failed with 'Expected tensor for argument #1 indices ... Long'."""
     assert a1111_host.generate_cli(tmp_path / "generated.png").std() > 1.0
+
+
+def _init_png() -> str:
+    """A red square on blue, 64×64, as base64 PNG: far from what the tiny model draws from noise."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (20, 40, 200))
+    image.paste((220, 30, 30), (16, 16, 48, 48))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _distinct(body: dict) -> int:
+    return len({decode_image(image).tobytes() for image in body["images"]})
+
+
+def test_img2img_and_hires_refine_rounds_run_through_the_webui_sampler(a1111_host):
+    """img2img: the refined noise is what A1111's img2img adds to the init latent; hires fix: the first
+    pass's noise is refined and A1111's hires pass follows. Candidates differ, same seed + ranking repeat."""
+    init = _init_png()
+    body = {"prompt": "a red circle", "seed": 31, "steps": 4, "width": 64, "height": 64, "m": 4, "sampler_name": "Euler"}
+    img2img = {**body, "init_image": init, "denoising_strength": 0.3}
+    first = a1111_host.post("/alignment/v1/refine", json=img2img)
+    assert first.status_code == 200, first.text[:2000]
+    first = first.json()
+    assert _distinct(first) == 4
+    ranked = a1111_host.post(f"/alignment/v1/refine/{first['id']}/rank", json={"order": [2, 0], "round": 1}).json()
+    twin = a1111_host.post("/alignment/v1/refine", json=img2img).json()
+    twin_ranked = a1111_host.post(f"/alignment/v1/refine/{twin['id']}/rank", json={"order": [2, 0], "round": 1}).json()
+    for a, b in zip(ranked["images"], twin_ranked["images"]):  # same seed and direction: the same round
+        assert np.array_equal(decode_image(a), decode_image(b))
+    target = decode_image(init)
+    txt2img = a1111_host.refine("a red circle", seed=31)
+    near_init = np.abs(decode_image(first["current"]) - target).mean()
+    from_noise = np.abs(decode_image(txt2img["current"]) - target).mean()
+    assert near_init < from_noise, f"img2img at strength 0.3 is {near_init:.1f}/255 from the init image, txt2img {from_noise:.1f}"
+
+    hires = a1111_host.post("/alignment/v1/refine", json={**body, "hires_scale": 2, "hires_denoising": 0.5})
+    assert hires.status_code == 200, hires.text[:2000]
+    hires = hires.json()
+    assert decode_image(hires["images"][0]).shape == (128, 128, 3) and _distinct(hires) == 4
+    nxt = a1111_host.post(f"/alignment/v1/refine/{hires['id']}/rank", json={"order": [1], "round": 1})
+    assert nxt.status_code == 200, nxt.text[:2000]

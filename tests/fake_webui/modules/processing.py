@@ -6,7 +6,8 @@ The fake txt2img sample() draws x = self.rng.next() like the real one, runs a de
 are a fixed linear map of the latents, so pixels depend only on the noise and the settings.
 With enable_hr, sample() ends in sample_hr_pass(samples, decoded_samples, ...), which upscales the
 latents, draws fresh noise from a new ImageRNG of the seeds and returns the hires latents, as A1111's.
-img2img: init() "encodes" init_images into init_latent (the inverse of the fake decode, pooled 8×);
+img2img: init() "encodes" init_images into init_latent (the inverse of the fake decode, pooled 8×, plus a
+draw from the global torch RNG per image, as A1111's VAE posterior sampling);
 sample() draws x = self.rng.next() and moves init_latent toward the sampler's result by
 denoising_strength, so low strength keeps the init image.
 """
@@ -101,7 +102,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         pooled = torch.nn.functional.avg_pool2d(rgb, opt_f)
         latent = torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1)
-        self.init_latent = latent.repeat(self.batch_size, 1, 1, 1)
+        # A1111 samples the VAE posterior once per image, with the global torch RNG (not the seeds).
+        self.init_latent = torch.cat([latent + 0.05 * torch.randn_like(latent) for _ in range(self.batch_size)])
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()

@@ -102,7 +102,11 @@
             var key = (board.getAttribute("data-session") || "") + "/" + (board.getAttribute("data-round") || "");
             if (key !== state.key) {
                 state.key = key;
-                state.picks = [];
+                // A scorer's order arrives as the ranking to correct (scorer-assisted rounds).
+                var suggested = (board.getAttribute("data-suggested") || "").split(",").filter(function (item) {
+                    return /^\d+$/.test(item);
+                });
+                state.picks = suggested.map(Number);
             }
             var session = board.getAttribute("data-session");
             if (session) {

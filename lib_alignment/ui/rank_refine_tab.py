@@ -6,6 +6,12 @@ the refine engine); the page holds only the session id, in a hidden textbox and
 in localStorage so a reload resumes. Ranking happens in the browser
 (javascript/alignment.js): it writes {"round", "order"} into a hidden textbox
 and clicks Next.
+
+With a scorer chosen, each round arrives pre-ranked by it (the page fills the
+ranking with the scorer's order; the user corrects it), and *Auto rounds* lets
+the scorer rank that many rounds after each of the user's. Under the WebUI's
+--gradio-auth every handler gets the logged-in user (`gr.Request.username`) and
+the tab shows and ranks only that user's sessions (and ownerless old ones).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from ..generation import SAMPLERS
-from ..zo import DEFAULT_LR, DEFAULT_MU
+from ..zo import DEFAULT_LR, DEFAULT_MU, DEFAULT_VARIETY, VARIETY, variety_of
 from .context import AppContext
 from .fields import number
 from .refine_sessions import (
@@ -52,6 +58,17 @@ SEED_LABEL = "Seed (-1: random)"
 M_LABEL = "Candidates per round (m)"
 MU_LABEL = "Exploration μ (noise change per candidate)"
 LR_LABEL = "Step size (line search)"
+VARIETY_LABEL = "Variety: how different the candidates are"
+SCORER_LABEL = "Scorer (pre-ranks each round; you only correct the order)"
+AUTO_LABEL = "Auto rounds: rounds the scorer ranks after each of yours"
+#: Scorers offered in the dropdown; any other spec can be typed (clip:FOLDER and aesthetic:WEIGHTS,FOLDER
+#: inside the models folder, package.module:function).
+SCORER_CHOICES = ["none", "colourfulness", "brightness", "brightness:darker", "jpeg_size:smaller", "jpeg_size:larger", "color:red"]
+
+
+def request_user(request: Any) -> str | None:
+    """The logged-in user of a gradio request (--gradio-auth), None without auth."""
+    return getattr(request, "username", None) or None
 
 
 def _id(name: str) -> str:
@@ -94,6 +111,15 @@ def parse_order(text: str) -> tuple[list[int], int | None]:
     return data, (int(round_id) if isinstance(round_id, int) else None)
 
 
+def _assist(scorer_value: Any, auto_value: Any) -> dict[str, Any]:
+    """The scorer spec (None for none) and the auto-round count from their fields."""
+    scorer = str(scorer_value or "").strip()
+    return {
+        "scorer": None if scorer.lower() in ("", "none") else scorer,
+        "auto_rounds": number(auto_value or 0, AUTO_LABEL, integer=True, minimum=0, maximum=LIMITS["auto_rounds"][1]),
+    }
+
+
 def _params(m_value: Any, mu_value: Any, lr_value: Any) -> dict[str, Any]:
     """m, mu and lr from their fields, each refused with its label when empty or not a positive number."""
     return {
@@ -115,31 +141,37 @@ class _Handlers:
         self.ctx = ctx
         self.sessions = sessions
 
-    def show(self, session_id: str | None, message: str | None = None, error: str | None = None) -> str:
+    def show(
+        self, session_id: str | None, message: str | None = None, error: str | None = None, user: str | None = None
+    ) -> str:
         """The board of a session's pending round, or the empty board (with the message) without one."""
         if session_id:
             try:
-                session, rnd = self.sessions.current(session_id)
+                session, rnd = self.sessions.current(session_id, user=user)
                 return round_board(session_id, session, rnd, self.sessions.start_image(session), message, error)
             except Exception as problem:  # noqa: BLE001 - shown to the user instead of the board
                 return empty_board(message, error or _describe(problem), forget=isinstance(problem, SessionNotFound))
         return empty_board(message, error)
 
     def guarded(
-        self, session_id: str | None, step: Callable[[], tuple[str, str | None]], task: str | None = None
+        self,
+        session_id: str | None,
+        step: Callable[[], tuple[str, str | None]],
+        task: str | None = None,
+        user: str | None = None,
     ) -> tuple[str, str]:
         """Run a step returning (session id, note); on failure keep showing the session with the error.
 
         task: the WebUI progress-bar id the page sent with the request; it is closed in every case."""
         try:
             new_id, note = step()
-            return self.show(new_id, message=note), new_id
+            return self.show(new_id, message=note, user=user), new_id
         except StaleRound as problem:
-            return self.show(session_id, message=str(problem)), session_id or ""
+            return self.show(session_id, message=str(problem), user=user), session_id or ""
         except Exception as problem:  # noqa: BLE001 - every failure becomes a message on the board
             if not isinstance(problem, (ValueError, LookupError, RuntimeError, OSError)):
                 _log.exception("Rank & Refine step failed")
-            return self.show(session_id, error=_describe(problem)), session_id or ""
+            return self.show(session_id, error=_describe(problem), user=user), session_id or ""
         finally:
             self.sessions.end_task(task)
 
@@ -160,8 +192,8 @@ def _reporter(progress: Any, what: str) -> Callable[[int, int], None]:
     return report
 
 
-def _session_choices(sessions: RefineSessions) -> list[str]:
-    return [summary.label() for summary in sessions.summaries()]
+def _session_choices(sessions: RefineSessions, user: str | None = None) -> list[str]:
+    return [summary.label() for summary in sessions.summaries(user)]
 
 
 def build(ctx: AppContext) -> None:
@@ -211,6 +243,18 @@ def build(ctx: AppContext) -> None:
                     elem_id=_id("height"),
                 )
             gr.Markdown(SAMPLER_NOTE, elem_classes=["alignment-note-text"])
+            variety = gr.Radio(
+                label=VARIETY_LABEL, choices=list(VARIETY), value=DEFAULT_VARIETY, elem_id=_id("variety")
+            )
+            with gr.Row():
+                scorer = gr.Dropdown(
+                    label=SCORER_LABEL,
+                    choices=SCORER_CHOICES,
+                    value="none",
+                    allow_custom_value=True,
+                    elem_id=_id("scorer"),
+                )
+                auto_rounds = gr.Number(label=AUTO_LABEL, value=0, precision=0, elem_id=_id("auto_rounds"))
             with gr.Accordion("Candidates and step size", open=False, elem_id=_id("params")):
                 m = gr.Slider(
                     label=M_LABEL,
@@ -221,13 +265,13 @@ def build(ctx: AppContext) -> None:
                     elem_id=_id("m"),
                 )
                 with gr.Row():
-                    mu = gr.Number(label=MU_LABEL, value=DEFAULT_MU, elem_id=_id("mu"))
+                    mu = gr.Number(label=MU_LABEL, value=VARIETY[DEFAULT_VARIETY], elem_id=_id("mu"))
                     lr = gr.Number(label=LR_LABEL, value=DEFAULT_LR, elem_id=_id("lr"))
                 apply_params = gr.Button("Apply to the running session (from its next round)", elem_id=_id("apply"))
             source = build_source_inputs(ELEM_ID)
             start = gr.Button("Start", variant="primary", elem_id=_id("start"))
             with gr.Accordion("Earlier sessions", open=False, elem_id=_id("history")):
-                session_list = gr.Dropdown(label="Session", choices=_session_choices(sessions), elem_id=_id("sessions"))
+                session_list = gr.Dropdown(label="Session", choices=[], elem_id=_id("sessions"))
                 with gr.Row():
                     refresh = gr.Button("Refresh list", elem_id=_id("refresh"))
                     resume = gr.Button("Resume", elem_id=_id("resume"))
@@ -293,14 +337,19 @@ def build(ctx: AppContext) -> None:
         m_value,
         mu_value,
         lr_value,
+        scorer_value,
+        auto_value,
         session_id,
         task,
         init_image=None,
         strength=0.75,
         hires_scale=1.0,
         hires_denoising=0.5,
+        request: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008 - gradio's way to ask for a progress tracker
     ):
+        user = request_user(request)
+
         def step() -> tuple[str, str | None]:
             request = RefineRequest(
                 **source_fields(init_image, strength, hires_scale, hires_denoising),
@@ -313,54 +362,68 @@ def build(ctx: AppContext) -> None:
                 height=number(h, "Height", integer=True, minimum=0) or None,
                 sampler_name=sampler_name or None,
                 **_params(m_value, mu_value, lr_value),
+                **_assist(scorer_value, auto_value),
             )
             new_id, session, _ = sessions.start(
-                request, task_id=task or None, progress=_reporter(progress, "Candidates")
+                request, task_id=task or None, progress=_reporter(progress, "Candidates"), user=user
             )
             return new_id, f"Started with seed {session.seed}."
 
-        html, new_id = handlers.guarded(session_id, step, task)
-        return html, new_id, "", gr.update(choices=_session_choices(sessions))
+        html, new_id = handlers.guarded(session_id, step, task, user=user)
+        return html, new_id, "", gr.update(choices=_session_choices(sessions, user))
 
-    def on_next(session_id, order_text, task, progress=gr.Progress()):  # noqa: B008
+    def on_next(session_id, order_text, task, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+        user = request_user(request)
+
         def step() -> tuple[str, str | None]:
             if not session_id:
                 raise SessionNotFound("press Start first")
             order, round_id = parse_order(order_text)
+            before = sessions.get(session_id, user).rounds_ranked
             sessions.rank(
-                session_id, order, round_id=round_id, task_id=task or None, progress=_reporter(progress, "Candidates")
+                session_id,
+                order,
+                round_id=round_id,
+                task_id=task or None,
+                progress=_reporter(progress, "Candidates"),
+                user=user,
             )
-            return session_id, None
+            auto = sessions.get(session_id, user).rounds_ranked - before - 1
+            return session_id, (f"The scorer ranked {auto} more round{'s' * (auto != 1)}." if auto > 0 else None)
 
-        html, new_id = handlers.guarded(session_id, step, task)
+        html, new_id = handlers.guarded(session_id, step, task, user=user)
         return html, new_id, ""
 
-    def on_undo(session_id):
+    def on_undo(session_id, request: gr.Request = None):
+        user = request_user(request)
+
         def step() -> tuple[str, str | None]:
             if not session_id:
                 raise SessionNotFound("press Start first")
-            sessions.undo(session_id)
+            sessions.undo(session_id, user=user)
             return session_id, "Took back the last ranking."
 
-        html, new_id = handlers.guarded(session_id, step)
+        html, new_id = handlers.guarded(session_id, step, user=user)
         return html, new_id, ""
 
-    def on_reset(session_id, task, progress=gr.Progress()):  # noqa: B008
+    def on_reset(session_id, task, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+        user = request_user(request)
+
         def step() -> tuple[str, str | None]:
             if not session_id:
                 raise SessionNotFound("press Start first")
-            sessions.reset(session_id, task_id=task or None, progress=_reporter(progress, "Candidates"))
+            sessions.reset(session_id, task_id=task or None, progress=_reporter(progress, "Candidates"), user=user)
             return session_id, "Back at the seed's noise with new candidates (Undo returns to where you were)."
 
-        html, new_id = handlers.guarded(session_id, step, task)
+        html, new_id = handlers.guarded(session_id, step, task, user=user)
         return html, new_id, ""
 
-    settings_fields = [prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr]
+    settings_fields = [prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, variety, scorer, auto_rounds]
 
-    def settings_of(session_id: str) -> list[Any]:
+    def settings_of(session_id: str, user: str | None) -> list[Any]:
         """The resumed session's settings back in the form, so Start repeats them and the page tells the truth."""
         try:
-            session = sessions.get(session_id)
+            session = sessions.get(session_id, user)
         except Exception:  # noqa: BLE001 - the board already says why
             return [gr.update()] * len(settings_fields)
         st, params = session.settings, session.params
@@ -376,39 +439,50 @@ def build(ctx: AppContext) -> None:
             params.m,
             params.mu,
             params.lr,
+            variety_of(params.mu) or gr.update(),
+            params.scorer or "none",
+            params.auto_rounds,
         ]
 
-    def on_resume(session_id):
+    def on_resume(session_id, request: gr.Request = None):
         """The page's remembered session (reload) or the one picked from the list."""
+        user = request_user(request)
+        choices = gr.update(choices=_session_choices(sessions, user))
         session_id = (session_id or "").strip()
         if not session_id:
-            return [empty_board(), "", "", *[gr.update()] * len(settings_fields)]
-        html, _ = handlers.guarded(None, lambda: (session_id, "Resumed."))
+            return [empty_board(), "", "", *[gr.update()] * len(settings_fields), choices]
+        html, _ = handlers.guarded(None, lambda: (session_id, "Resumed."), user=user)
         resumed = f'data-session="{session_id}"' in html
         return [
             html,
             session_id if resumed else "",
             "",
-            *(settings_of(session_id) if resumed else [gr.update()] * len(settings_fields)),
+            *(settings_of(session_id, user) if resumed else [gr.update()] * len(settings_fields)),
+            choices,
         ]
 
-    def on_resume_selected(label):
-        return on_resume(_session_id_of(label))
+    def on_resume_selected(label, request: gr.Request = None):
+        return on_resume(_session_id_of(label), request)
 
-    def on_apply(session_id, m_value, mu_value, lr_value):
+    def on_apply(session_id, m_value, mu_value, lr_value, scorer_value, auto_value, request: gr.Request = None):
+        user = request_user(request)
+
         def step() -> tuple[str, str | None]:
             if not session_id:
                 raise SessionNotFound("press Start first (these values are also used by Start)")
-            params = sessions.set_params(session_id, **_params(m_value, mu_value, lr_value))
-            return session_id, f"From the next round: m={params.m}, μ={params.mu:g}, step={params.lr:g}."
+            params = sessions.set_params(
+                session_id, **_params(m_value, mu_value, lr_value), **_assist(scorer_value, auto_value), user=user
+            )
+            scorer_note = f", scorer {params.scorer}, {params.auto_rounds} auto rounds" if params.scorer else ""
+            return session_id, f"From the next round: m={params.m}, μ={params.mu:g}, step={params.lr:g}{scorer_note}."
 
-        return handlers.guarded(session_id, step)
+        return handlers.guarded(session_id, step, user=user)
 
-    def on_save(session_id, task):
+    def on_save(session_id, task, request: gr.Request = None):
         try:
             if not session_id:
                 raise SessionNotFound("press Start first")
-            result = sessions.export(session_id, task_id=task or None)
+            result = sessions.export(session_id, task_id=task or None, user=request_user(request))
         except Exception as problem:  # noqa: BLE001
             return gr.update(), gr.update(), f"**Not saved:** {_describe(problem)}"
         finally:
@@ -416,9 +490,9 @@ def build(ctx: AppContext) -> None:
         note = f"Saved `{result.image_path}` and the latent that regenerates it, `{result.latent_path.name}`."
         return result.image, result.infotext, note
 
-    def on_prefs():
+    def on_prefs(request: gr.Request = None):
         try:
-            out = sessions.export_preferences()
+            out = sessions.export_preferences(request_user(request))
         except Exception as problem:  # noqa: BLE001
             return f"**No preference data:** {_describe(problem)}"
         return (
@@ -428,15 +502,23 @@ def build(ctx: AppContext) -> None:
 
     start.click(
         on_start,
-        inputs=[prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, session_box, task_box, *source.components()],
+        inputs=[
+            *[prompt, negative, seed, steps, cfg, width, height, sampler, m, mu, lr, scorer, auto_rounds],
+            *[session_box, task_box, *source.components()],
+        ],
         outputs=[*round_outputs, session_list],
     )
     next_button.click(on_next, inputs=[session_box, order_box, task_box], outputs=round_outputs)
     undo.click(on_undo, inputs=[session_box], outputs=round_outputs)
     reset.click(on_reset, inputs=[session_box, task_box], outputs=round_outputs)
-    auto_resume.click(on_resume, inputs=[session_box], outputs=[*round_outputs, *settings_fields])
-    resume.click(on_resume_selected, inputs=[session_list], outputs=[*round_outputs, *settings_fields])
-    refresh.click(lambda: gr.update(choices=_session_choices(sessions)), inputs=[], outputs=[session_list])
-    apply_params.click(on_apply, inputs=[session_box, m, mu, lr], outputs=[board, session_box])
+    auto_resume.click(on_resume, inputs=[session_box], outputs=[*round_outputs, *settings_fields, session_list])
+    resume.click(on_resume_selected, inputs=[session_list], outputs=[*round_outputs, *settings_fields, session_list])
+
+    def on_refresh(request: gr.Request = None):
+        return gr.update(choices=_session_choices(sessions, request_user(request)))
+
+    refresh.click(on_refresh, inputs=[], outputs=[session_list])
+    variety.change(lambda word: VARIETY.get(word, DEFAULT_MU), inputs=[variety], outputs=[mu])
+    apply_params.click(on_apply, inputs=[session_box, m, mu, lr, scorer, auto_rounds], outputs=[board, session_box])
     save.click(on_save, inputs=[session_box, task_box], outputs=[final_image, infotext, saved])
     prefs.click(on_prefs, inputs=[], outputs=[prefs_info])

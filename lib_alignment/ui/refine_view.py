@@ -121,13 +121,18 @@ def round_board(
         f"{settings.width}×{settings.height}, {html.escape(settings.sampler)}, {settings.steps} steps · "
         f"next rounds: m={params.m}, μ={params.mu:g}, step={params.lr:g}"
     )
+    suggested = getattr(rnd, "scorer_order", None) or []
+    if suggested:
+        scorer = getattr(session.params, "scorer", None) or "the scorer"
+        head += f" · pre-ranked by {html.escape(str(scorer))}: correct the order, then Next"
     hint = (
         "Click the images from best to worse (or press 1–9), drag to reorder, Backspace takes back the last pick, "
         "Enter = Next. Ranking only the best is enough; unpicked images count as worse than every picked one."
     )
     return (
         f'<div class="{BOARD_CLASS}" data-session="{html.escape(session_id)}" data-round="{rnd.id}" '
-        f'data-type="{html.escape(rnd.round_type)}" data-count="{len(rnd.images)}" data-forget="0" data-render="{uuid.uuid4().hex[:12]}">'
+        f'data-type="{html.escape(rnd.round_type)}" data-count="{len(rnd.images)}" data-forget="0" data-render="{uuid.uuid4().hex[:12]}" '
+        f'data-suggested="{",".join(str(int(i)) for i in suggested)}">'
         f'<div class="alignment-board-head">{head}</div>{_banner(message, error)}'
         '<div class="alignment-board-main">'
         f'<div class="alignment-candidates" style="--alignment-cols: {_columns(len(tiles))}">{"".join(tiles)}</div>'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 #: Perturbation scale μ of the exploration candidates: the "medium" variety (benchmarks/refine_variety.py).
-DEFAULT_MU = 0.3
+DEFAULT_MU = 0.45
 #: Line-search step of the line rounds.
 DEFAULT_LR = 3.0
 #: Step schedule: after a line round that does not move (the current image ranked first), the step is
@@ -11,7 +11,7 @@ DEFAULT_LR = 3.0
 DEFAULT_SHRINK = 0.5
 MIN_STEP_SCALE = 0.125
 #: The variety choice the tab shows, and the μ behind each word (advanced settings show the number).
-VARIETY = {"subtle": 0.15, "medium": 0.3, "bold": 0.6}
+VARIETY = {"subtle": 0.15, "medium": 0.45, "bold": 1.0}
 DEFAULT_VARIETY = "medium"
 
 

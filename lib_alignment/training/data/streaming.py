@@ -171,6 +171,75 @@ class _Scan:
             reader.close()
 
     def _pairs(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        numeric = all(pa.types.is_floating(cols[c].type) or pa.types.is_integer(cols[c].type) for c in ("label_0", "label_1") if c in cols)
+        flags_ok = all(pa.types.is_boolean(cols[c].type) for c in (ARE_DIFFERENT, HAS_LABEL) if c in cols)
+        if numeric and flags_ok and pa.types.is_string(cols["caption"].type) and ("uid_0" not in cols or pa.types.is_string(cols["uid_0"].type)):
+            self._pairs_vectorized(s, g, base, shard, roles, cols)
+            return
+        self._pairs_rows(s, g, base, shard, roles, cols)
+
+    def _pairs_vectorized(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
+        """Pick-a-Pic's own column types (float labels, bool flags, string uids): arrow/numpy over the whole group."""
+        import pyarrow.compute as pc
+
+        def floats(name: str) -> np.ndarray:
+            return pc.fill_null(pc.cast(cols[name], "float64"), float("nan")).to_numpy(zero_copy_only=False)
+
+        def truth(name: str, n: int) -> np.ndarray:
+            return pc.fill_null(cols[name], True).to_numpy(zero_copy_only=False).astype(bool) if name in cols else np.ones(n, bool)
+
+        caption = cols["caption"]
+        n = len(caption)
+        empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(caption)), 0), True).to_numpy(zero_copy_only=False).astype(bool)
+        l0 = floats("label_0")
+        l1 = floats("label_1") if "label_1" in cols else 1.0 - l0
+        near = lambda a, b: np.abs(a - b) < 1e-6  # noqa: E731
+        first, second = near(l0, 1) & near(l1, 0), near(l0, 0) & near(l1, 1)
+        tie = near(l0, 0.5) & near(l1, 0.5)
+        labelled, different = truth(HAS_LABEL, n), truth(ARE_DIFFERENT, n)
+        self.counts["unlabeled"] += int((~labelled).sum())
+        bad_caption = labelled & empty
+        bad_label = labelled & ~empty & ~(first | second | tie)
+        for r in np.flatnonzero(bad_caption | bad_label):
+            if bad_caption[r]:
+                self._problem(shard, base + int(r) + 1, roles["caption"], "empty caption: every example needs the prompt it was generated from", "empty_caption")
+            else:
+                _, field, message = pair_outcome(cols["label_0"][int(r)].as_py(), cols["label_1"][int(r)].as_py() if "label_1" in cols else None, "label_1" in cols)
+                self._problem(shard, base + int(r) + 1, field, message, "unknown_label")
+        usable = labelled & ~empty & (first | second | tie)
+        not_different = usable & ~different
+        self.counts["not_different"] += int(not_different.sum())
+        usable &= different
+        keys = np.zeros(n, np.int64)
+        if "uid_0" in cols:
+            u0, u1 = cols["uid_0"], cols["uid_1"]
+            same = pc.fill_null(pc.equal(u0, u1), False).to_numpy(zero_copy_only=False).astype(bool) & usable
+            self.counts["same_image"] += int(same.sum())
+            usable &= ~same
+            low = pc.if_else(pc.less(u0, u1), u0, u1)
+            high = pc.if_else(pc.less(u0, u1), u1, u0)
+            joined = pc.binary_join_element_wise(pc.utf8_trim_whitespace(caption), pc.cast(low, "string"), pc.cast(high, "string"), "\x1f")
+            keys = np.fromiter(((hash(x) or 1) if x is not None else 1 for x in joined.to_pylist()), np.int64, count=n)
+        ties = usable & tie
+        self.counts["ties"] += int(ties.sum())
+        if self.tie_policy != "weight":
+            usable &= ~tie
+        rows = np.flatnonzero(usable)
+        repeat = np.where(tie[rows], 2, 1)
+        items = np.repeat(rows, repeat)
+        is_tie = tie[items]
+        second_of_tie = np.zeros(len(items), bool)
+        if is_tie.any():
+            starts = np.concatenate([[0], np.cumsum(repeat)[:-1]])
+            second_of_tie[starts[repeat == 2] + 1] = True
+        flags = np.where(is_tie, second_of_tie, second[items]).astype(np.int8)
+        weights = np.where(is_tie, 0.5, 1.0)
+        self._add(s, g, items.tolist(), flags.tolist(), weights.tolist(), keys[items].tolist(), base)
+
+    def _pairs_rows(self, s: int, g: int, base: int, shard: Shard, roles: dict[str, str], cols: dict[str, Any]) -> None:
+        """Any column types (CSV text): row by row, with the up-front loader's label rules."""
         captions = _strings(cols["caption"])
         l0 = _floats(cols["label_0"])
         l1 = _floats(cols["label_1"]) if "label_1" in cols else None

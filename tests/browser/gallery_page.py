@@ -1,4 +1,4 @@
-"""A page with an A1111-style txt2img result panel (gallery, button row with another extension's button, hidden
+"""A page with the Curate tab and an A1111-style txt2img result panel (gallery, button row with another extension's button, hidden
 generation info, infotext) and the extension's script and routes, as the fake WebUI with --api-auth
 (run as a script by the tests).
 
@@ -26,9 +26,9 @@ def main(port: int, folder: Path) -> None:
     from modules import shared
 
     from lib_alignment.api import register_routes
-    from lib_alignment.api.page_auth import token_html
     from lib_alignment.curate.metadata import read_metadata
     from lib_alignment.ui.assets import head_html, javascript_text, style_css
+    from lib_alignment.ui import curate_view
     from lib_alignment.ui.compat import gradio_major
     from lib_alignment.ui.webui_tabs import webui_context
 
@@ -57,7 +57,7 @@ def main(port: int, folder: Path) -> None:
                 generation_info = gr.Textbox(visible=False, elem_id="generation_info_txt2img")
                 html_info = gr.HTML(elem_id="html_info_txt2img")
         with gr.Tab("Curate", elem_id="tab_alignment_curate"):
-            gr.HTML(token_html())
+            curate_view.build(ctx)  # the extension's Curate tab, which also carries the page token
         run.click(generate, outputs=[gallery, generation_info, html_info])
     demo.queue()
     app = FastAPI()

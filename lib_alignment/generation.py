@@ -255,8 +255,6 @@ class DiffusersBackend:
     ) -> torch.Tensor:
         """diffusers' img2img pipeline (SD or SDXL, sharing this pipeline's modules) with `noise` as the
         noise it adds to the init latent: the scheduler's add_noise gets ours instead of its own draw."""
-        from diffusers import AutoPipelineForImage2Image
-
         denoised_steps = min(int(steps * strength), steps)
         if denoised_steps < 1:
             raise ValueError(f"denoising strength {strength:g} × {steps} steps leaves no step to run; raise either")
@@ -268,8 +266,7 @@ class DiffusersBackend:
             return own_add_noise(original, noise.to(device=original.device, dtype=original.dtype), timesteps)
 
         scheduler.add_noise = add_given_noise  # type: ignore[method-assign]
-        img2img = AutoPipelineForImage2Image.from_pipe(self.pipe, scheduler=scheduler)
-        img2img.set_progress_bar_config(disable=True)
+        img2img = self._img2img_pipeline(scheduler)
         with torch.inference_mode():
             return img2img(
                 image=image if isinstance(image, torch.Tensor) else [image] * len(prompt_list),
@@ -277,6 +274,24 @@ class DiffusersBackend:
                 num_inference_steps=steps,
                 **self._common(settings, prompt_list, denoised_steps, progress),
             ).images.to(unet.dtype)
+
+    def _img2img_pipeline(self, scheduler: Any) -> Any:
+        """The img2img pipeline of this pipeline's family over the same modules. Named directly: diffusers'
+        AutoPipelineForImage2Image imports every pipeline, and some fail under A1111's transformers 4.30."""
+        import inspect
+
+        import diffusers
+
+        name = "StableDiffusionXLImg2ImgPipeline" if "XL" in type(self.pipe).__name__ else "StableDiffusionImg2ImgPipeline"
+        cls = getattr(diffusers, name)
+        accepted = inspect.signature(cls.__init__).parameters
+        parts = {key: value for key, value in self.pipe.components.items() if key in accepted}
+        parts["scheduler"] = scheduler
+        if "requires_safety_checker" in accepted:
+            parts["requires_safety_checker"] = False
+        pipe = cls(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def _hires_pass(
         self, settings: GenerationSettings, prompt_list: list[str], first: torch.Tensor, progress: ProgressCallback | None

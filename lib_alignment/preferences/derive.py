@@ -85,20 +85,29 @@ class TrainingSets:
         return len(self.pairs)
 
 
-def derive(entries: Sequence[Any], images: dict[str, Any]) -> TrainingSets:
-    """TrainingSets from active entries (oldest first) and their ImageRecords by id."""
+def _prompt(record: Any) -> str:
+    """The prompt of an ImageRecord, or the prompt itself (store.prompts() gives plain strings)."""
+    return ((record if isinstance(record, str) else getattr(record, "prompt", "")) or "").strip()
+
+
+def derive(entries: Sequence[Any], images: dict[str, Any] | None = None) -> TrainingSets:
+    """TrainingSets from active entries (oldest first).
+
+    The caption is the entry's `prompt` (the store's entries carry their first image's),
+    or, given `images`, the prompt (or ImageRecord) of the first image looked up there."""
     sets = TrainingSets()
     pairs: dict[tuple[str, frozenset[str]], Pair] = {}
     explicit: dict[tuple[str, str], KtoLabel] = {}
     won: dict[tuple[str, str], int] = {}
     lost: dict[tuple[str, str], int] = {}
-    latest_like: dict[str, tuple[bool, int]] = {}
+    latest_like: dict[str, tuple[bool, int, str]] = {}
     rankings: list[Ranking] = []
     ranking_pairs: set[tuple[str, frozenset[str]]] = set()
 
     def caption_of(entry: Any) -> str:
-        record = images.get(entry.images[0]) if entry.images else None
-        return (getattr(record, "prompt", "") or "").strip()
+        if images is None:
+            return (getattr(entry, "prompt", "") or "").strip()
+        return _prompt(images.get(entry.images[0])) if entry.images else ""
 
     def add_pair(caption: str, winner: str, loser: str, entry_id: int) -> tuple[str, frozenset[str]]:
         key = (caption, frozenset((winner, loser)))
@@ -114,7 +123,7 @@ def derive(entries: Sequence[Any], images: dict[str, Any]) -> TrainingSets:
         ids = list(entry.images)
         if entry.kind == "label":
             explicit[(caption, ids[0])] = KtoLabel(caption, ids[0], WIN if entry.liked else LOSE, entry.id)
-            latest_like[ids[0]] = (bool(entry.liked), entry.id)
+            latest_like[ids[0]] = (bool(entry.liked), entry.id, caption)
         elif entry.kind == "judgement":
             won[(caption, ids[0])] = entry.id
             for loser in ids[1:]:
@@ -130,8 +139,7 @@ def derive(entries: Sequence[Any], images: dict[str, Any]) -> TrainingSets:
 
     # likes of one prompt as pairs: each liked image over each disliked one
     by_prompt: dict[str, tuple[list[tuple[str, int]], list[tuple[str, int]]]] = {}
-    for image_id, (liked, entry_id) in latest_like.items():
-        prompt = (getattr(images.get(image_id), "prompt", "") or "").strip()
+    for image_id, (liked, entry_id, prompt) in latest_like.items():
         liked_list, disliked_list = by_prompt.setdefault(prompt, ([], []))
         (liked_list if liked else disliked_list).append((image_id, entry_id))
     label_pairs = 0

@@ -52,7 +52,7 @@ class ExportResult:
 
 def training_sets(store: PreferenceStore, filters: PreferenceFilter | None = None) -> TrainingSets:
     entries = store.list(filters, newest_first=False)
-    return derive(entries, store.images({i for e in entries for i in e.images}))
+    return derive(entries)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:

@@ -23,6 +23,14 @@ RUNS_FOLDER = "alignment-runs"
 #: Methods that learn from a reward on the model's own samples rather than from a dataset.
 REWARD_METHODS = ("ddpo",)
 
+#: Methods whose references train with caption dropout 0.2 and random horizontal flips (Diffusion-DPO's train.py,
+#: Diffusion-KTO's train_kto_sd_v1.5.py); the DPO variants share DPO's recipe. Others default to neither.
+RECIPE_AUGMENTED = ("dpo", "ipo", "dpo_hinge", "kto")
+#: The references' caption dropout (the share of empty captions keeps classifier-free guidance working).
+REFERENCE_CAPTION_DROPOUT = 0.2
+#: Methods whose loss is a difference of denoising errors scaled by a large β (bf16 loses it; see docs/training.md).
+LARGE_BETA_METHODS = ("dpo", "ipo", "dpo_hinge", "kto", "listwise")
+
 #: β when `beta` is left unset: the papers' defaults in the convention each method documents.
 DEFAULT_BETA = {"dpo": 5000.0, "ipo": 5000.0, "dpo_hinge": 5000.0, "kto": 1000.0, "mapo": 0.1, "orpo": 0.1, "listwise": 5000.0}
 
@@ -67,7 +75,8 @@ class TrainConfig:
     tie_policy: str = field(default="drop", metadata=_opt("Pairs rated as ties: drop them, or keep them weighted (the data module's policy).", ("drop", "weight"), "data"))
     skip_bad_rows: bool = field(default=False, metadata=_opt("Skip unreadable rows instead of stopping with a report.", group="data"))
     min_per_class: int = field(default=1, metadata=_opt("KTO: fewest desirable and undesirable images the data must have.", group="data"))
-    caption_dropout: float = field(default=0.0, metadata=_opt("Probability of training a sample with an empty caption (the KTO reference used 0.2).", group="data"))
+    caption_dropout: float | None = field(default=None, metadata=_opt("Probability of training a sample with an empty caption; default: 0.2 for DPO (and IPO, dpo_hinge) and KTO, as both references train, 0 for the others (the CPU preset sets 0).", group="data"))
+    random_flip: bool | None = field(default=None, metadata=_opt("Flip each training image left-right at random (each image of a pair on its own, as Diffusion-DPO does); default: on for DPO (and IPO, dpo_hinge) and KTO, off for the others (the CPU preset turns it off). With cache_latents the latents are flipped instead.", group="data"))
     positive_ratio: float | None = field(default=0.8, metadata=_opt("KTO: share of desirable images the weighted sampler draws (reference: 0.8); 'none' = plain shuffling.", group="data"))
     cache_latents: bool = field(default=False, metadata=_opt("Encode every image once with the VAE (distribution mean) and keep the latents in memory.", group="data"))
     dataloader_workers: int = field(default=0, metadata=_opt("Worker processes reading images (0 = in the training process).", group="data"))
@@ -181,6 +190,26 @@ class TrainConfig:
         return float(self.beta) if self.beta is not None else DEFAULT_BETA.get(self.method, 0.0)
 
     @property
+    def effective_caption_dropout(self) -> float:
+        if self.caption_dropout is not None:
+            return float(self.caption_dropout)
+        return REFERENCE_CAPTION_DROPOUT if self.method in RECIPE_AUGMENTED else 0.0
+
+    @property
+    def effective_random_flip(self) -> bool:
+        return bool(self.random_flip) if self.random_flip is not None else self.method in RECIPE_AUGMENTED
+
+    def precision_warning(self) -> str:
+        """Why bf16 is a poor choice for this run, or ''. DPO/KTO's margin is a small difference of large
+        denoising errors times a large β: bf16 keeps 8 bits of mantissa, so at β in the thousands the
+        rounding of each error (≈0.4% of it) is larger than the difference being learnt."""
+        if self.mixed_precision != "bf16" or self.method not in LARGE_BETA_METHODS or self.effective_beta < 100:
+            return ""
+        return (f"mixed_precision bf16 with {self.method} at beta {self.effective_beta:g}: the margin is a small difference of large "
+                "denoising errors, which bf16's 8-bit mantissa rounds away (noisy or NaN losses). Use fp16 (the LoRA stays fp32) "
+                "or no mixed precision.")
+
+    @property
     def effective_alpha(self) -> float:
         return float(self.lora_alpha) if self.lora_alpha is not None else float(self.rank)
 
@@ -256,7 +285,8 @@ class TrainConfig:
         if self.resolution < 0 or self.resolution % 8:
             bad("resolution", "must be 0 (native) or a positive multiple of 8")
         for name in ("caption_dropout", "lora_dropout"):
-            if not 0.0 <= float(getattr(self, name)) < 1.0:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= float(value) < 1.0:
                 bad(name, "must be in [0, 1)")
         if not 0.0 <= self.max_bad_images <= 1.0:
             bad("max_bad_images", "must be in [0, 1]")

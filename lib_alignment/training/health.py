@@ -207,7 +207,7 @@ class HealthMonitor:
         step, limits = self.step, self.limits
         if self.non_finite:
             return Verdict("unstable", step, f"a non-finite value: {self.non_finite}.",
-                           "Lower the learning rate or β, or train in fp32/bf16 instead of fp16.", {})
+                           "Lower the learning rate or β, or train in fp32 (for DPO/KTO at a large β not bf16: the margin is a small difference of large errors).", {})
         for key, name in (("loss", "loss"), ("grad_norm", "gradient norm")):
             count, peak, median = self._spikes(key)
             if count >= limits.spikes:

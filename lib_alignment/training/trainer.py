@@ -135,6 +135,8 @@ class Trainer:
             self.state = saved
 
         set_seed(cfg.seed)
+        if cfg.precision_warning():
+            self._status("warning: " + cfg.precision_warning())
         if self.dataset is None:  # read and check the data before the model loads (seconds, not a minute, to a bad row)
             from .data import load_preference_data
 
@@ -391,6 +393,13 @@ class Trainer:
             items.append(item)
         return CachedLatents(items)
 
+    def _flipped(self, images: torch.Tensor) -> torch.Tensor:
+        """random_flip: each image (pixels, or cached latents) mirrored left-right with probability ½, on its own."""
+        if not self.config.effective_random_flip:
+            return images
+        flip = (torch.rand(images.shape[0], generator=self.generator) < 0.5).to(images.device)
+        return torch.where(flip.view(-1, *([1] * (images.ndim - 1))), images.flip(-1), images)
+
     def draw_noise(self, latents: torch.Tensor, pairs: bool | int) -> tuple[torch.Tensor, torch.Tensor]:
         """(timesteps, noise) from the trainer's generator; shared by the images of a pair (or of a ranking:
         `pairs` = its size, the batch being rank-major)."""
@@ -447,12 +456,13 @@ class Trainer:
         """Loss of one micro-batch: latents, shared or separate noise, reference pass, method."""
         group = int(batch.get("group", 2)) if self.method.data_kind in ("pairs", "rankings") else 1
         if "latents" in batch:
-            latents = batch["latents"].to(self.accelerator.device, torch.float32)
+            latents = self._flipped(batch["latents"].to(self.accelerator.device, torch.float32))
         else:
-            latents = self.encode_images(batch["pixel_values"])
+            latents = self.encode_images(self._flipped(batch["pixel_values"]))
         captions = list(batch["caption"])
-        if self.config.caption_dropout > 0:
-            drop = torch.rand(len(captions), generator=self.generator) < self.config.caption_dropout
+        dropout = self.config.effective_caption_dropout
+        if dropout > 0:  # the references' recipe: empty captions keep classifier-free guidance working
+            drop = torch.rand(len(captions), generator=self.generator) < dropout
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         timesteps, noise = self.draw_noise(latents, group)
         noisy, target = self.noisy_and_target(latents, noise, timesteps)
@@ -842,7 +852,7 @@ class Trainer:
         )
         message = (
             f"training stopped at step {step + 1} of {self.total_steps}: {error}. {kept}; lower the learning rate or beta, "
-            "or use fp32/bf16 instead of fp16, and resume with --resume."
+            "or train in fp32 (for DPO/KTO at a large beta not bf16: the margin is a small difference of large errors), and resume with --resume."
         )
         self._emit_error(NonFiniteLoss(message), kind="non_finite_loss", outputs=outputs)
         return TrainResult(status="error", step=step, total=self.total_steps, outputs=outputs, message=message)

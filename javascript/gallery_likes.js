@@ -4,7 +4,7 @@
 // is moved or changed). A click, or the keys L / D / P while the gallery has focus, posts the gallery's image
 // URLs, the shown image's index and the WebUI's generation info to /alignment/v1/preferences/gallery, which
 // stores the image with its infotext in the preference store. Nothing runs during generation except a
-// one-per-second check that the row is still there.
+// one-per-second check that the row is still there. Also: the Curate tab's keys (1 / 2 / S / U).
 (function () {
     "use strict";
     if (window.alignmentGalleryLikes) {
@@ -286,6 +286,26 @@
         }
         event.preventDefault();
         act(tab, action);
+    });
+
+    // The Curate tab's keys while its pair is on show: 1 = left is better, 2 = right, S = skip, U = undo.
+    var CURATE_KEYS = { "1": "pick_left", "2": "pick_right", s: "skip", u: "undo" };
+    document.addEventListener("keydown", function (event) {
+        var name = CURATE_KEYS[(event.key || "").toLowerCase()];
+        var left = root().querySelector("#alignment_curate_pick_left");
+        if (!name || !left || !left.getClientRects().length || event.ctrlKey || event.metaKey || event.altKey || event.repeat) {
+            return;
+        }
+        var target = eventTarget(event);
+        if (target && target.matches && target.matches("input, textarea, select, [contenteditable=true]")) {
+            return;
+        }
+        var el = root().querySelector("#alignment_curate_" + name);
+        var button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
+        if (button && !button.disabled) {
+            event.preventDefault();
+            button.click();
+        }
     });
 
     setInterval(function () {

@@ -147,10 +147,17 @@ def test_curate_tab_judges_a_pair_undoes_it_and_lists_images_without_a_prompt(pa
         assert "Which is better for: a red fox" in _text(driver, f"{C}_prompt")
         wait_for(lambda: driver.execute_script(
             "return ['left', 'right'].every(s => document.querySelector('#alignment_curate_' + s + ' img'))"), 30, "both images")
-        _click(driver, f"{C}_pick_left")
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        driver.find_element("tag name", "body").click()
+        ActionChains(driver).send_keys("2").perform()  # the key for "Right is better"
         wait_for(lambda: "1 judgements" in _text(driver, f"{C}_progress"), 60, "the answer",
                  describe=lambda: _text(driver, f"{C}_progress") + " | " + _text(driver, f"{C}_message"))
-        assert _counts(url)["judgements"] == before + 1
+        _click(driver, f"{C}_pick_left")
+        wait_for(lambda: "2 judgements" in _text(driver, f"{C}_progress"), 60, "the second answer")
+        assert _counts(url)["judgements"] == before + 2
+        ActionChains(driver).send_keys("u").perform()
+        wait_for(lambda: "1 judgements" in _text(driver, f"{C}_progress"), 60, "the undo by key")
         _click(driver, f"{C}_undo")
         wait_for(lambda: "0 judgements" in _text(driver, f"{C}_progress"), 60, "the undo")
         assert _counts(url)["judgements"] == before

@@ -317,3 +317,39 @@ def test_undo_params_best_only_save_and_resume_after_reload(page):
 
     for theme in ("light", "dark"):
         assert _screenshot(driver, url, theme).stat().st_size > 10_000
+
+
+def test_scorer_pre_ranks_the_round_and_next_sends_the_corrected_order(page):
+    """Issue 14: a session with a scorer shows its round pre-ranked (badges and ranking strip filled with the
+    scorer's order); the user corrects it and Next records both orders."""
+    import urllib.request
+
+    from browser.chromium import wait_for
+    from selenium.webdriver.common.by import By
+
+    driver, url, _ = page
+    body = {"prompt": "a red circle", "seed": 12, "steps": 2, "width": 64, "height": 64, "m": 4, "scorer": "colourfulness"}
+    request = urllib.request.Request(
+        url + "alignment/v1/refine", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    first = json.loads(urllib.request.urlopen(request, timeout=300).read())
+    driver.execute_script("window.localStorage.setItem('alignmentRefine.session', arguments[0]);", first["id"])
+    driver.get(url)  # the page resumes the remembered session
+    shown = wait_for(
+        lambda: (lambda s: s["session"] == first["id"] and s["ranking"] == first["scorer_order"] and s)(_state(driver)),
+        90,
+        "the scorer's order as the ranking",
+        describe=lambda: _state(driver),
+    )
+    assert [shown["badges"][i] for i in first["scorer_order"]] == ["1", "2", "3", "4"]
+    assert "pre-ranked by colourfulness" in _board(driver).text
+    driver.find_element(By.CSS_SELECTOR, ".alignment-board .alignment-clear").click()
+    corrected = [first["scorer_order"][1], first["scorer_order"][0]]
+    for index in corrected:
+        _tiles(driver)[index].click()
+    wait_for(lambda: _state(driver)["ranking"] == corrected, 10, "the corrected ranking")
+    driver.find_element(By.ID, f"{ID}_next").click()
+    _wait_round(driver, first["round"] + 1, 90)
+    with urllib.request.urlopen(f"{url}alignment/v1/refine/{first['id']}/rounds", timeout=60) as response:
+        log = json.loads(response.read())["rounds"]
+    assert log[0] == {**log[0], "order": corrected, "scorer_order": first["scorer_order"], "source": "human"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import API_PASSWORD, API_USER, KITS, LORA_PREFIX, RealHost, install_extension, installed_versions, kit_dir
+from .harness import API_PASSWORD, API_USER, KITS, OTHER_PASSWORD, OTHER_USER, LORA_PREFIX, RealHost, install_extension, installed_versions, kit_dir
 
 
 def _required(kind: str) -> bool:
@@ -75,7 +75,7 @@ def _started(kind: str, extra_args: str) -> Iterator[RealHost]:
 @pytest.fixture(scope="session")
 def a1111_host() -> Iterator[RealHost]:
     """A1111 v1.10.1 with the extension, DEBUG logging (unmatched LoRA keys show) and --api-auth."""
-    yield from _started("a1111", f"--loglevel DEBUG --api-auth {API_USER}:{API_PASSWORD}")
+    yield from _started("a1111", f"--loglevel DEBUG --api-auth {API_USER}:{API_PASSWORD},{OTHER_USER}:{OTHER_PASSWORD}")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_NAME = "sd-webui-alignment"
 API_USER, API_PASSWORD = "alice", "real-host-secret"
+#: A second API user (A1111 only): Rank & Refine sessions of one user are invisible to the other.
+OTHER_USER, OTHER_PASSWORD = "bob", "real-host-other"
 LORA_PREFIX = "rh-"  # every LoRA the suite trains or writes is named rh-...
 
 

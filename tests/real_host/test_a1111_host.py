@@ -266,3 +266,31 @@ def test_img2img_and_hires_refine_rounds_run_through_the_webui_sampler(a1111_hos
     assert decode_image(hires["images"][0]).shape == (128, 128, 3) and _distinct(hires) == 4
     nxt = a1111_host.post(f"/alignment/v1/refine/{hires['id']}/rank", json={"order": [1], "round": 1})
     assert nxt.status_code == 200, nxt.text[:2000]
+
+
+def test_scorer_assisted_and_auto_rounds_belong_to_their_api_user(a1111_host):
+    """Issue 14: a round pre-ranked by a scorer, the person's corrected order, one auto round by the scorer,
+    all through A1111's sampler; the second --api-auth user gets 404 for the session and does not list it."""
+    from .harness import OTHER_PASSWORD, OTHER_USER
+
+    body = {"prompt": "a red circle", "seed": 41, "steps": 4, "width": 64, "height": 64, "m": 4,
+            "sampler_name": "Euler", "scorer": "brightness", "auto_rounds": 1, "variety": "bold"}
+    first = a1111_host.post("/alignment/v1/refine", json=body)
+    assert first.status_code == 200, first.text[:2000]
+    first = first.json()
+    assert sorted(first["scorer_order"]) == [0, 1, 2, 3]
+    luma = [float((decode_image(b64)[..., :3] * [0.299, 0.587, 0.114]).sum(-1).mean()) for b64 in first["images"]]
+    assert luma[first["scorer_order"][0]] >= max(luma) - 0.5  # the scorer's best is the brightest
+    corrected = list(reversed(first["scorer_order"]))
+    nxt = a1111_host.post(f"/alignment/v1/refine/{first['id']}/rank", json={"order": corrected, "round": first["round"]})
+    assert nxt.status_code == 200, nxt.text[:2000]
+    assert nxt.json()["round"] == first["round"] + 2  # the person's round, then the scorer's
+    log = a1111_host.get(f"/alignment/v1/refine/{first['id']}/rounds").json()["rounds"]
+    assert [entry["source"] for entry in log] == ["human", "scorer", None]
+    assert log[0]["order"] == corrected and log[1]["order"] == log[1]["scorer_order"]
+    other = (OTHER_USER, OTHER_PASSWORD)
+    assert a1111_host.get(f"/alignment/v1/refine/{first['id']}", auth=other).status_code == 404
+    assert a1111_host.post(f"/alignment/v1/refine/{first['id']}/rank", json={"order": [0]}, auth=other).status_code == 404
+    listed = a1111_host.get("/alignment/v1/refine", auth=other).json()["sessions"]
+    assert first["id"] not in [s["id"] for s in listed]
+    assert first["id"] in [s["id"] for s in a1111_host.get("/alignment/v1/refine").json()["sessions"]]

@@ -285,12 +285,16 @@ def import_data(
             result.already += 1
             continue
         ids = [add(ref, caption) for ref in refs]
-        if kind == "rankings":
-            store.add_ranking(ids, source=source, human=human, group=group)
-        elif kind == "pairs":
-            store.add_judgement(ids[0], ids[1:], source=source, human=human, group=group)
-        else:
-            store.add_label(ids[0], bool(record[3] >= 0.5), source=source, human=human, group=group)  # type: ignore[misc]
+        with store.batch():  # check and add under the write lock: two imports of one file add it once
+            if store.has_group(group):
+                result.already += 1
+                continue
+            if kind == "rankings":
+                store.add_ranking(ids, source=source, human=human, group=group)
+            elif kind == "pairs":
+                store.add_judgement(ids[0], ids[1:], source=source, human=human, group=group)
+            else:
+                store.add_label(ids[0], bool(record[3] >= 0.5), source=source, human=human, group=group)  # type: ignore[misc]
         result.entries += 1
     if kind == "labeled" and any(n for n in data.report.notes if INTERSECTION in n):
         result.notes.append("intersections rows were imported as likes")

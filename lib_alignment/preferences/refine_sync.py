@@ -7,10 +7,13 @@ preferences*, the API and the counts see them beside gallery likes and curation.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..refine.preferences import complete_order, ranked_records
+
+_log = logging.getLogger(__name__)
 
 STORE_SOURCE = "rank-refine"
 
@@ -56,7 +59,9 @@ def sync_to_store(store: Any, session_folder: str | Path) -> int:
         order = [int(i) for i in record["order"]]
         human = record.get("source", "human") != "scorer"
         full = complete_order(order, len(ids))
-        with store.batch():  # every entry of the round, or none
+        with store.batch():  # every entry of the round, or none; the write lock makes check-and-add atomic
+            if store.has_group(group):  # another thread or process synced it meanwhile
+                continue
             if full is not None:
                 store.add_ranking([ids[i] for i in full], source=STORE_SOURCE, human=human, group=group)
                 added += 1
@@ -75,4 +80,12 @@ def sync_all(store: Any, output_dir: str | Path) -> int:
     root = Path(output_dir) / "refine"
     if not root.is_dir():
         return 0
-    return sum(sync_to_store(store, folder) for folder in sorted(root.iterdir()) if (folder / "session.json").is_file())
+    added = 0
+    for folder in sorted(root.iterdir()):
+        if not (folder / "session.json").is_file():
+            continue
+        try:
+            added += sync_to_store(store, folder)
+        except (OSError, ValueError, KeyError) as error:  # a damaged session, or one caught mid-write: next time
+            _log.warning("Rank & Refine session %s not brought into the preference store: %s", folder.name, error)
+    return added

@@ -147,3 +147,23 @@ def test_webui_api_auth_guards_the_preference_routes(fake_webui, monkeypatch):
     assert api.get(f"{API}/counts", auth=("alice", "secret")).json()["counts"]["liked"] == 1
     root = store_root(webui_tabs.webui_context())
     assert root == Path(paths.data_path) / "alignment" / "preferences" and (root / "preferences.sqlite3").is_file()
+
+
+def test_rank_and_refine_rankings_reach_the_store_at_once_and_leave_it_on_undo(client, tiny_random_pipe):
+    """A ranking through /refine is in the store when the call returns (source rank-refine); Undo takes it out."""
+    from lib_alignment.generation import DiffusersBackend
+    from lib_alignment.preferences import PreferenceFilter, default_store
+
+    api, ctx = client
+    ctx.backend_factory = lambda: DiffusersBackend(tiny_random_pipe, model_name="tiny-random")
+    small = {"steps": 2, "width": 64, "height": 64, "m": 3, "sampler_name": "Euler"}
+    first = api.post("/alignment/v1/refine", json={"prompt": "a red circle", "seed": 5, **small})
+    assert first.status_code == 200, first.text
+    session_id = first.json()["id"]
+    assert api.post(f"/alignment/v1/refine/{session_id}/rank", json={"order": [2, 0, 1], "round": 1}).status_code == 200
+    store = default_store(ctx)
+    (entry,) = store.list(PreferenceFilter(sources="rank-refine"))  # read straight from the store, no sync
+    assert entry.kind == "ranking" and len(entry.images) == 3 and entry.human is True
+    assert store.image(entry.images[0]).prompt == "a red circle" and store.image(entry.images[0]).seed == 5
+    assert api.post(f"/alignment/v1/refine/{session_id}/undo").status_code == 200
+    assert store.list(PreferenceFilter(sources="rank-refine")) == []

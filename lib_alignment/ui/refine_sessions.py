@@ -458,6 +458,7 @@ class RefineSessions:
             if session.params.auto_rounds and session.scorer is not None:
                 with self.job(task_id):
                     nxt = session.auto(session.params.auto_rounds, progress=progress)
+            self._to_store(session_id)
             return nxt
 
     def auto(
@@ -477,14 +478,33 @@ class RefineSessions:
             if session.scorer is None:
                 raise ValueError("scorer: auto rounds need a scorer; choose one for this session first")
             with self.job(task_id):
-                return session.auto(int(rounds), progress=progress)
+                shown = session.auto(int(rounds), progress=progress)
+            self._to_store(session_id)
+            return shown
 
     def undo(self, session_id: str, user: str | None = None) -> Any:
         with self.guard(session_id):
             session, _ = self.current(session_id, user=user)
             if not session.can_undo:
                 raise StaleRound("nothing to undo: this is the session's first round")
-            return session.undo()
+            shown = session.undo()
+            self._to_store(session_id)
+            return shown
+
+    def _to_store(self, session_id: str) -> None:
+        """Mirror the session's ranked rounds into the preference store (source "rank-refine").
+
+        Never fails a ranking: the rounds stay in the session folder, and the next
+        sync (any ranking, or the store's next reader) brings in what was missed."""
+        try:
+            from ..preferences import default_store
+            from ..preferences.refine_sync import sync_to_store
+
+            sync_to_store(default_store(self.ctx), self.folder(session_id))
+        except Exception as error:  # noqa: BLE001
+            import logging
+
+            logging.getLogger(__name__).warning("Rank & Refine round not yet in the preference store: %s", error)
 
     def reset(
         self,

@@ -183,6 +183,8 @@ class BadImageGuard:
     def __next__(self) -> dict[str, Any]:
         while True:
             batch = next(self.batches)
+            if not isinstance(batch, dict) or "caption" not in batch:  # other data flows (DDPO's rollouts) pass through
+                return batch
             skipped = batch.pop("skipped", [])
             self.images_read += (len(batch["caption"]) + len(skipped)) * self.images_per_item
             for info in skipped:

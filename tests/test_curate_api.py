@@ -91,7 +91,7 @@ def test_bad_fields_unknown_sessions_and_folders_outside_are_refused(outputs, tm
 
 
 def test_resume_after_a_restart_and_upload(outputs):
-    client, store = make_app(outputs)
+    client, _ = make_app(outputs)
     body = client.post(API, json={"folder": "txt2img-images"}).json()
     client.post(f"{API}/{body['id']}/judge", json={"winner": body["pair"]["right"], "loser": body["pair"]["left"]})
     client2, _ = make_app(outputs)  # a restarted app: nothing in memory

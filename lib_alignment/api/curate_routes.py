@@ -83,7 +83,7 @@ def curate_router(ctx: Any, sessions: CurateSessions | None = None) -> Any:
         def run() -> dict[str, Any]:
             files = body.get("files") if isinstance(body, dict) else None
             if not isinstance(files, list):
-                raise ValueError("files: a list of {name, data}")
+                raise TypeError("files: a list of {name, data}")
             return session_payload(registry.upload([decode_upload(item, f"files[{i}]") for i, item in enumerate(files)]))
 
         return call(run)
@@ -128,7 +128,7 @@ def curate_router(ctx: Any, sessions: CurateSessions | None = None) -> Any:
             session = registry.get(session_id)
             prompt = body.get("prompt") if isinstance(body, dict) else None
             if not isinstance(prompt, str):
-                raise ValueError("prompt: the caption text")
+                raise TypeError("prompt: the caption text")
             session.caption(_text(body, "image"), prompt)
             return session_payload(session)
 

@@ -116,7 +116,7 @@ def for_context(ctx: Any) -> CurateSessions:
 def decode_upload(item: Any, field: str) -> tuple[str, bytes]:
     """{"name", "data": base64 or a data: URL} → (name, bytes)."""
     if not isinstance(item, dict) or not isinstance(item.get("data"), str):
-        raise ValueError(f"{field}: an object with name and data (base64)")
+        raise TypeError(f"{field}: an object with name and data (base64)")
     data = item["data"].split(",", 1)[-1] if item["data"].startswith("data:") else item["data"]
     try:
         return str(item.get("name") or "image.png"), base64.b64decode(data, validate=True)

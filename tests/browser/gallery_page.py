@@ -27,8 +27,8 @@ def main(port: int, folder: Path) -> None:
 
     from lib_alignment.api import register_routes
     from lib_alignment.curate.metadata import read_metadata
-    from lib_alignment.ui.assets import head_html, javascript_text, style_css
     from lib_alignment.ui import curate_view
+    from lib_alignment.ui.assets import head_html, javascript_text, style_css
     from lib_alignment.ui.compat import gradio_major
     from lib_alignment.ui.webui_tabs import webui_context
 

@@ -5,7 +5,6 @@ gallery, check the store's counts over the API, then judge a pair of the WebUI's
 from __future__ import annotations
 
 import pytest
-
 from browser.chromium import chromium, set_component_value, skip_without_chromium, wait_for
 
 pytestmark = [pytest.mark.real_host, pytest.mark.browser, pytest.mark.slow]
@@ -68,7 +67,7 @@ def test_like_and_prefer_in_the_real_txt2img_gallery_then_curate(a1111_host):
             var o = document.getElementById('alignment_curate_open'); return !!(o && o.offsetParent);"""
         wait_for(lambda: driver.execute_script(script), 60, "the Curate tab")
         driver.execute_script("document.getElementById('alignment_curate_open').click()")
-        progress = lambda: driver.execute_script("var e = document.getElementById('alignment_curate_progress'); return e ? e.innerText : '';")  # noqa: E731
+        progress = lambda: driver.execute_script("var e = document.getElementById('alignment_curate_progress'); return e ? e.innerText : '';")
         wait_for(lambda: "judgements" in progress(), 120, "the Curate progress")
         driver.execute_script("document.getElementById('alignment_curate_pick_left').click()")
         wait_for(lambda: _counts(host)["judgements"] == after["judgements"] + 1, 60, "the Curate judgement in the store")

@@ -256,6 +256,8 @@ def test_export_every_layout_reads_back_and_imports_into_a_new_store(store, tmp_
     labeled = load_preference_data(out / "folder-labeled", "kto", resolution=16)
     assert len(labeled) == counts["kto_labels"]
     assert len(load_rankings(out / "rankings-csv" / "rankings.csv", 16)) == 1
+    exported = next((out / "all" / "images").iterdir())
+    assert os.stat(exported).st_nlink == 1  # a copy: editing an export never changes the store
     with pytest.raises(PreferenceError, match="^out_dir: .* exists"):
         export_store(store, out / "all", "all")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ def test_dpo_job_from_my_preferences_trains_on_a_filtered_snapshot(store_root, t
     assert record["dataset"]["source"] == "preferences" and record["dataset"]["preferences"]["dpo_pairs"] == 6
     used = Path(record["dataset"]["used"])
     assert used.parent.parent == runner.folder(status.id) and len(used.read_text().splitlines()) == 7  # header + 6 pairs
+    assert os.stat(next((used.parent / "images").iterdir())).st_nlink >= 2  # the snapshot links the store's images
 
     with pytest.raises(DatasetError) as empty:
         runner.start(JobRequest(method="kto", name="none", dataset="@preferences?source=compare", preset="cpu"))

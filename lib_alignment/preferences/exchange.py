@@ -66,8 +66,8 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
 class _Images:
     """Copies store images into <folder>/images/ once each, named by id."""
 
-    def __init__(self, store: PreferenceStore, folder: Path) -> None:
-        self.store, self.folder, self.done = store, folder, {}  # type: ignore[var-annotated]
+    def __init__(self, store: PreferenceStore, folder: Path, link: bool) -> None:
+        self.store, self.folder, self.link, self.done = store, folder, link, {}  # type: ignore[var-annotated]
         self.records = {}  # type: ignore[var-annotated]
 
     def relative(self, image_id: str) -> str:
@@ -75,17 +75,21 @@ class _Images:
             record = self.records.get(image_id) or self.store.image(image_id)
             target = self.folder / "images" / f"{image_id}.{record.ext}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            _copy(self.store.image_file(image_id, record.ext), target)
+            _copy(self.store.image_file(image_id, record.ext), target, self.link)
             self.done[image_id] = target.relative_to(self.folder).as_posix()
         return self.done[image_id]
 
 
-def _copy(source: Path, target: Path) -> None:
-    """A hard link where the file system allows it (store images never change), else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def _copy(source: Path, target: Path, link: bool = False) -> None:
+    """A copy; a hard link for job snapshots (nobody edits those, and a copy of every image would double the disk)
+    where the file system allows it. User-facing exports copy: editing one in place must not change the store."""
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
 
 
 def export_store(
@@ -94,8 +98,11 @@ def export_store(
     layout: str = "all",
     filters: PreferenceFilter | None = None,
     sets: TrainingSets | None = None,
+    link: bool = False,
 ) -> ExportResult:
-    """Write the filtered preferences to out_dir (which must not exist or be empty) in `layout`."""
+    """Write the filtered preferences to out_dir (which must not exist or be empty) in `layout`.
+
+    link: hard-link the images instead of copying them (job snapshots)."""
     if layout not in LAYOUTS:
         raise PreferenceError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}", "layout")
     out = Path(out_dir).expanduser()
@@ -104,7 +111,7 @@ def export_store(
     sets = sets if sets is not None else training_sets(store, filters)
     temp = make_temp_dir(out)
     try:
-        result = _write(store, sets, temp, layout)
+        result = _write(store, sets, temp, layout, link)
         if out.exists():
             out.rmdir()
         temp.rename(out)
@@ -116,9 +123,9 @@ def export_store(
     return result
 
 
-def _write(store: PreferenceStore, sets: TrainingSets, folder: Path, layout: str) -> ExportResult:
+def _write(store: PreferenceStore, sets: TrainingSets, folder: Path, layout: str, link: bool) -> ExportResult:
     result = ExportResult(folder, layout, counts=sets.counts())
-    images = _Images(store, folder)
+    images = _Images(store, folder, link)
     images.records = store.images({p.winner for p in sets.pairs} | {p.loser for p in sets.pairs} | {x.image for x in sets.labels} | {i for r in sets.rankings for i in r.images})
     if layout in ("all", "pairs-csv"):
         rows = [[p.caption, images.relative(p.winner), images.relative(p.loser), 1, 0] for p in sets.pairs]
@@ -145,7 +152,7 @@ def _write(store: PreferenceStore, sets: TrainingSets, folder: Path, layout: str
             sub.mkdir()
             for stem, image_id in (("chosen", pair.winner), ("rejected", pair.loser)):
                 record = images.records[image_id]
-                _copy(store.image_file(image_id, record.ext), sub / f"{stem}.{record.ext}")
+                _copy(store.image_file(image_id, record.ext), sub / f"{stem}.{record.ext}", link)
             atomic_write_text(sub / "prompt.txt", pair.caption + "\n")
         result.files["pairs"] = folder
     if layout == "folder-labeled":
@@ -154,7 +161,7 @@ def _write(store: PreferenceStore, sets: TrainingSets, folder: Path, layout: str
         for x in sets.labels:
             record = images.records[x.image]
             sub = folder / ("disliked" if x.label == LOSE else "liked")
-            _copy(store.image_file(x.image, record.ext), sub / f"{x.image}.{record.ext}")
+            _copy(store.image_file(x.image, record.ext), sub / f"{x.image}.{record.ext}", link)
             atomic_write_text(sub / f"{x.image}.txt", x.caption + "\n")
         result.files["kto"] = folder
     return result

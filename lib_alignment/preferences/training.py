@@ -107,7 +107,7 @@ def snapshot(store: PreferenceStore, filters: PreferenceFilter, method: str, out
         layout, key = "rankings-csv", "rankings"
     else:
         layout, key = "pairs-csv", "pairs"
-    result = export_store(store, out_dir, layout, sets=sets)
+    result = export_store(store, out_dir, layout, sets=sets, link=True)
     return Snapshot(result.files[key], sets.counts(), line)
 
 

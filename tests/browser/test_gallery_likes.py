@@ -67,7 +67,7 @@ def page(tmp_path_factory):
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # the page imports gradio and torch: minutes on a loaded 2-core machine
         while True:
             if proc.poll() is not None:
                 log.seek(0)

@@ -83,7 +83,8 @@ def main() -> int:
     parser.add_argument("--tiny-seeds", type=int, default=2, help="tiny sessions per oracle and configuration")
     parser.add_argument("--oracles", nargs="*", default=["color:#ff0000", "jpeg_size:smaller", "colourfulness"])
     parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--skip-512", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[128, 512], help="128: 20 DDIM steps; larger: 10")
+    parser.add_argument("--skip-tiny-quality", action="store_true", help="quality on the latent taste only")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,9 +94,7 @@ def main() -> int:
     backend = DiffusersBackend(load_pipeline("tiny", device="cpu"), "tiny")
     backend.pipe.set_progress_bar_config(disable=True)
     print(f"Variety: mean abs pixel difference between the {M} candidates of a first round (threshold {THRESHOLD:g}/255)")
-    table = {128: variety(backend, 128, 20, args.mus, args.seeds)}
-    if not args.skip_512:
-        table[512] = variety(backend, 512, 10, args.mus, args.seeds)
+    table = {size: variety(backend, size, 20 if size <= 128 else 10, args.mus, args.seeds) for size in args.sizes}
     print(f"\n  {'mu':>5s} " + " ".join(f"{f'{size} px':>10s}" for size in table) + "  word")
     for mu in args.mus:
         word = next((w for w, v in VARIETY.items() if abs(v - mu) < 1e-9), "")
@@ -112,6 +111,8 @@ def main() -> int:
     for name, params in configs.items():
         gains = [latent_gain_per_judgement(s, args.rounds, params.mu, params.lr, params.shrink) for s in range(12)]
         print(f"  latent 4×64×64 taste, 12 sessions, {name}: {statistics.median(gains):+.5f} per ranking", flush=True)
+    if args.skip_tiny_quality:
+        return 0
     settings = GenerationSettings(prompt=PROMPT, steps=20, cfg_scale=6.0, width=128, height=128, sampler="DDIM")
     for spec in args.oracles:
         for name, params in configs.items():

@@ -264,7 +264,7 @@ def test_preference_export_formats(tmp_path: Path) -> None:
     assert len(kto) == 2 * (1 + 3) + 2 * (1 + 1)
     # rankings.csv: the two fully ranked rounds, best first, for the listwise trainer
     columns, rankings = _read_csv(result.rankings_csv)
-    assert columns == ["caption", "image_1", "image_2", "image_3", "image_4", "image_5"] and len(rankings) == result.rankings == 2
+    assert columns == ["caption", "image_1", "image_2", "image_3", "image_4", "image_5", "human"] and len(rankings) == result.rankings == 2
     for row in rankings:
         reds = [redness_of.get(row[f"image_{k}"], _redness([Image.open(out / row[f"image_{k}"])])[0]) for k in range(1, 6)]
         assert reds == sorted(reds, reverse=True)

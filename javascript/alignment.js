@@ -115,9 +115,21 @@
                 storage(STORE_SESSION, null);
             }
             render();
+        } else if (board && badgesStale()) {
+            // gradio 4 can patch the tiles inside the same board (same data-render): the badges drawn
+            // on the old tiles are gone, so draw them again (read-only check first: no mutation loop).
+            render();
         }
         autoResume();
         syncTraining();
+    }
+
+    function badgesStale() {
+        return tiles().some(function (tile) {
+            var rank = state.picks.indexOf(Number(tile.getAttribute("data-index")));
+            var badge = tile.querySelector(".alignment-rank-badge");
+            return !!badge && (badge.hidden !== (rank < 0) || badge.textContent !== (rank >= 0 ? String(rank + 1) : ""));
+        });
     }
 
     // Start and Reset: the new round appears on the board, which may be off screen (below the settings on a

@@ -336,7 +336,9 @@ def test_scorer_pre_ranks_the_round_and_next_sends_the_corrected_order(page):
     driver.execute_script("window.localStorage.setItem('alignmentRefine.session', arguments[0]);", first["id"])
     driver.get(url)  # the page resumes the remembered session
     shown = wait_for(
-        lambda: (lambda s: s["session"] == first["id"] and s["ranking"] == first["scorer_order"] and s)(_state(driver)),
+        lambda: (lambda s: s["session"] == first["id"] and s["ranking"] == first["scorer_order"] and "" not in s["badges"] and s)(
+            _state(driver)
+        ),
         90,
         "the scorer's order as the ranking",
         describe=lambda: _state(driver),

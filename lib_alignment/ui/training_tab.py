@@ -12,6 +12,7 @@ browser loses nothing.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +445,10 @@ def build(ctx: AppContext) -> None:
 
     preset.change(on_preset, inputs=[preset], outputs=[*advanced_components, steps, learning_rate])
 
+    # The job this tab started last: a poll answer that left before Start's answer came back carries the old
+    # job's label and would put the page back on it; the page follows the new job until the user picks one.
+    started: dict[str, Any] = {"job": None, "at": 0.0}
+
     def on_start(
         title: str,
         choice: str,
@@ -488,6 +493,7 @@ def build(ctx: AppContext) -> None:
             if not request.name:
                 raise RequestError("name: give the LoRA a name", "name")
             status = runner.start(request)
+            started.update(job=status.id, at=time.time())
         except DatasetError as error:
             return [
                 "**Not started:** the dataset has problems (see the report).",
@@ -539,6 +545,8 @@ def build(ctx: AppContext) -> None:
         all_statuses = runner.list()
         by_id = {s.id: s for s in all_statuses}
         job_id = view.job_id_of(label)
+        if started["job"] in by_id and job_id != started["job"] and state.get("chosen_at", 0.0) < started["at"]:
+            job_id = started["job"]
         if job_id not in by_id:
             active = next((s for s in all_statuses if s.active), None)
             job_id = (active or (all_statuses[0] if all_statuses else None)).id if all_statuses else None
@@ -612,7 +620,7 @@ def build(ctx: AppContext) -> None:
         return render(label, state)
 
     def on_select(label: str | None, state: dict[str, Any] | None) -> list[Any]:
-        return render(label, {**(state or {}), "job_key": None, "compare_job": None})
+        return render(label, {**(state or {}), "job_key": None, "compare_job": None, "chosen_at": time.time()})
 
     def on_refresh(label: str | None, state: dict[str, Any] | None) -> list[Any]:
         _safe(host.refresh_loras)

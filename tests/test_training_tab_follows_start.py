@@ -27,7 +27,7 @@ def test_a_stale_poll_does_not_take_the_page_off_the_job_start_began(tmp_path: P
     demo = build_blocks(ctx)
     runner = runner_for(ctx)
     data = make_toy_pairs(tmp_path / "pairs", 4, preferred="red", resolution=32, seed=0)
-    start = {f"{T}_method": "DPO", f"{T}_dataset": str(data), f"{T}_steps": 1, f"{T}_other": "resolution = 32\npreview = false"}
+    start = {f"{T}_method": "DPO", f"{T}_dataset": str(data), f"{T}_steps": 1, f"{T}_other": "resolution = 32\npreview = false\nsample_steps = 1"}
 
     message, *_ = call(demo, "training_tab", "on_start", **start, **{f"{T}_name": "first"})
     assert message.startswith("Started"), message

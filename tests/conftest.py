@@ -84,3 +84,30 @@ def fake_webui(tmp_path, monkeypatch):
     yield modules
     for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "launch"]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def webui_app(fake_webui, monkeypatch):
+    """The extension registered in the fake A1111 the way A1111 loads scripts/alignment.py; returns a factory
+    for the FastAPI app its app_started callback builds (set `cmd_opts.api_auth` before calling it)."""
+    import importlib.util
+    from pathlib import Path
+
+    from lib_alignment.ui import webui_tabs
+
+    monkeypatch.setattr(webui_tabs, "_context", None)
+    from modules import script_callbacks
+
+    script_callbacks.clear_callbacks()
+    script = Path(__file__).resolve().parent.parent / "scripts" / "alignment.py"
+    spec = importlib.util.spec_from_file_location("alignment_script", script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+    def make():
+        from fastapi import FastAPI
+
+        app = FastAPI()
+        script_callbacks.app_started_callbacks[0](None, app)
+        return app
+
+    return make

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 API = "/alignment/v1/preferences"
 
 
@@ -121,24 +119,15 @@ def test_export_then_import_through_the_api(client, tmp_path):
     assert refused.status_code == 422 and "row 2" in refused.json()["detail"]["text"]
 
 
-def test_webui_api_auth_guards_the_preference_routes(fake_webui, monkeypatch):
-    from fastapi import FastAPI
+def test_webui_api_auth_guards_the_preference_routes(webui_app, fake_webui):
     from fastapi.testclient import TestClient
 
     from lib_alignment.preferences import store_root
     from lib_alignment.ui import webui_tabs
+    from modules import paths
 
-    monkeypatch.setattr(webui_tabs, "_context", None)
-    from modules import paths, script_callbacks
-
-    script_callbacks.clear_callbacks()
-    spec = importlib.util.spec_from_file_location("alignment_script", ROOT / "scripts" / "alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     fake_webui.shared.cmd_opts.api_auth = "alice:secret"
-    app = FastAPI()
-    script_callbacks.app_started_callbacks[0](None, app)
-    api = TestClient(app)
+    api = TestClient(webui_app())
     body = {"image": image("red"), "liked": True, "source": "gallery"}
     assert api.post(f"{API}/labels", json=body).status_code == 401
     assert api.post(f"{API}/labels", json=body, auth=("alice", "wrong")).status_code == 401

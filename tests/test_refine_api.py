@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 API = "/alignment/v1/refine"
 SMALL = {"steps": 2, "width": 64, "height": 64, "m": 4}
 
@@ -150,30 +147,7 @@ def test_params_export_and_resume_after_restart(standalone):
     assert restarted.post(f"{API}/{session_id}/rank", json={"order": [0, 1]}).status_code == 200
 
 
-# ----- the same routes inside the (fake) WebUI -----------------------------------------------
-
-
-@pytest.fixture
-def webui_app(fake_webui, monkeypatch):
-    """The extension registered in the fake A1111; returns a factory for its FastAPI app."""
-    from lib_alignment.ui import webui_tabs
-
-    monkeypatch.setattr(webui_tabs, "_context", None)
-    from modules import script_callbacks
-
-    script_callbacks.clear_callbacks()
-    spec = importlib.util.spec_from_file_location("alignment_script", ROOT / "scripts" / "alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def make():
-        from fastapi import FastAPI
-
-        app = FastAPI()
-        script_callbacks.app_started_callbacks[0](None, app)
-        return app
-
-    return make
+# ----- the same routes inside the (fake) WebUI (the webui_app fixture: tests/conftest.py) -----------
 
 
 def test_routes_drive_a_session_through_the_webui_sampler(webui_app, fake_webui):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 API = "/alignment/v1/refine"
 SMALL = {"steps": 2, "width": 64, "height": 64, "m": 4}
 
@@ -119,24 +117,12 @@ def test_old_sessions_keep_a_constant_step_and_belong_to_everyone(backend, tmp_p
 
 
 @pytest.fixture
-def webui_client(fake_webui, monkeypatch):
+def webui_client(webui_app, fake_webui):
     """The extension in the fake A1111 with two API users."""
-    from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from lib_alignment.ui import webui_tabs
-
-    monkeypatch.setattr(webui_tabs, "_context", None)
-    from modules import script_callbacks
-
     fake_webui.shared.cmd_opts.api_auth = "alice:secret,bob:other"
-    script_callbacks.clear_callbacks()
-    spec = importlib.util.spec_from_file_location("alignment_script", ROOT / "scripts" / "alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = FastAPI()
-    script_callbacks.app_started_callbacks[0](None, app)
-    return TestClient(app)
+    return TestClient(webui_app())
 
 
 ALICE, BOB = ("alice", "secret"), ("bob", "other")

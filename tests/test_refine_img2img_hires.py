@@ -4,7 +4,6 @@ img2img / hires processing (fake A1111 with its real call order) and through dif
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 API = "/alignment/v1/refine"
 
 
@@ -92,22 +90,10 @@ def test_webui_sdxl_checkpoint_size_and_latents(fake_webui, monkeypatch):
 
 
 @pytest.fixture
-def webui_client(fake_webui, monkeypatch):
-    from fastapi import FastAPI
+def webui_client(webui_app):
     from fastapi.testclient import TestClient
 
-    from lib_alignment.ui import webui_tabs
-
-    monkeypatch.setattr(webui_tabs, "_context", None)
-    from modules import script_callbacks
-
-    script_callbacks.clear_callbacks()
-    spec = importlib.util.spec_from_file_location("alignment_script", ROOT / "scripts" / "alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = FastAPI()
-    script_callbacks.app_started_callbacks[0](None, app)
-    return TestClient(app)
+    return TestClient(webui_app())
 
 
 def test_api_img2img_session_persists_its_init_image_and_refines(webui_client, tmp_path):

@@ -48,43 +48,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(output_dir: Path, model: str = "tiny-random", timeout: float = 120) -> Iterator[str]:
-    """`python -m lib_alignment serve` on a free loopback port, with this interpreter (so its gradio)."""
-    port = free_port()
-    log = open(output_dir.parent / f"serve-{port}.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lib_alignment",
-            "serve",
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--output-dir",
-            str(output_dir),
-            "--device",
-            "cpu",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
-    )
+def page_process(
+    argv: list[str], port: int, log_path: Path, *, env: dict[str, str] | None = None, probe: str = "", timeout: float = 120
+) -> Iterator[str]:
+    """Run a page server listening on `port` (see `free_port`) from the checkout, wait until `url + probe`
+    answers, yield the url, and stop the process after; its output goes to `log_path`."""
+    log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
+                raise RuntimeError(f"{argv[1]} exited with {proc.returncode}:\n{log.read()[-3000:]}")
             try:
-                urllib.request.urlopen(url + "alignment/v1/health", timeout=5).read()
+                urllib.request.urlopen(url + probe, timeout=5).read()
                 break
             except OSError:
                 if time.time() > deadline:
-                    raise RuntimeError("serve did not answer in time") from None
+                    raise RuntimeError(f"{argv[1]} did not answer in time") from None
                 time.sleep(0.5)
         yield url
     finally:
@@ -94,6 +77,18 @@ def app_server(output_dir: Path, model: str = "tiny-random", timeout: float = 12
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def app_server(output_dir: Path, model: str = "tiny-random", timeout: float = 120) -> Iterator[str]:
+    """`python -m lib_alignment serve` on a free loopback port, with this interpreter (so its gradio)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "lib_alignment", "serve", "--model", model, "--port", str(port),
+            "--output-dir", str(output_dir), "--device", "cpu"]  # fmt: skip
+    env = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log_path = output_dir.parent / f"serve-{port}.log"
+    with page_process(argv, port, log_path, env=env, probe="alignment/v1/health", timeout=timeout) as url:
+        yield url
 
 
 @contextlib.contextmanager

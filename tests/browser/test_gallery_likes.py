@@ -6,17 +6,14 @@ outputs, judges a pair into the store, undoes it and lists the image without a p
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
-from .chromium import ROOT, chromium, free_port, skip_without_chromium, wait_for
+from .chromium import ROOT, chromium, free_port, page_process, skip_without_chromium, wait_for
 
 
 def _images(folder: Path) -> None:
@@ -59,33 +56,12 @@ def page(tmp_path_factory):
     _images(folder)
     (folder.parent / "2026-12-08").mkdir()
     Image.new("RGB", (32, 32)).save(folder.parent / "2026-12-08" / "00009-no-infotext.png")
+    env = {"FAKE_WEBUI_DATA": str(data), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
     port = free_port()
-    env = {**os.environ, "FAKE_WEBUI_DATA": str(data), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp_path / "page.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "browser" / "gallery_page.py"), str(port), str(folder)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 300  # the page imports gradio and torch: minutes on a loaded 2-core machine
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"the page exited: {log.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                assert time.time() < deadline, "the page did not answer"
-                time.sleep(0.5)
+    argv = [sys.executable, str(ROOT / "tests" / "browser" / "gallery_page.py"), str(port), str(folder)]
+    # the page imports gradio and torch: minutes on a loaded 2-core machine
+    with page_process(argv, port, tmp_path / "page.log", env=env, timeout=300) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _text(driver, elem_id: str) -> str:

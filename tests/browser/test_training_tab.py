@@ -212,11 +212,10 @@ def test_tab_inside_the_webui_page_follows_a_running_job(tmp_path):
     import subprocess
     import sys
     import time
-    import urllib.request
 
     from lib_alignment.jobs.process import process_token
 
-    from .chromium import ROOT, free_port
+    from .chromium import ROOT, free_port, page_process
 
     data = tmp_path / "webui"
     job_dir = data / "outputs" / "alignment" / "jobs" / "20250101-000000-abcdef"
@@ -239,29 +238,10 @@ def test_tab_inside_the_webui_page_follows_a_running_job(tmp_path):
 
     emit(event="start", step=0, total=10, method="dpo")
     port = free_port()
-    log = (tmp_path / "page.log").open("w+")
-    page = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "browser" / "webui_page.py"), str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "FAKE_WEBUI_DATA": str(data), "GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    url = f"http://127.0.0.1:{port}/"
+    argv = [sys.executable, str(ROOT / "tests" / "browser" / "webui_page.py"), str(port)]
+    env = {"FAKE_WEBUI_DATA": str(data), "GRADIO_ANALYTICS_ENABLED": "False"}
     try:
-
-        def up() -> bool:
-            if page.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"the page exited: {log.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                return True
-            except OSError:
-                return False
-
-        wait_for(up, 120, "the WebUI-style page")
-        with chromium() as driver:
+        with page_process(argv, port, tmp_path / "page.log", env=env) as url, chromium() as driver:
             _open_tab(driver, url)
             wait_for(
                 lambda: _progress(driver).get("job") == job_dir.name and _progress(driver).get("state") == "running",
@@ -280,8 +260,6 @@ def test_tab_inside_the_webui_page_follows_a_running_job(tmp_path):
             emit(event="done", step=3, total=10, reason="cancelled", outputs={})
             wait_for(lambda: _progress(driver).get("state") == "cancelled", 30, "the ended job")
     finally:
-        for proc in (trainer, page):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        log.close()
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()

@@ -124,11 +124,20 @@
         syncTraining();
     }
 
+    // A tile's place in the user's ranking (-1: not picked) and the badge text that shows it.
+    function rankOf(tile) {
+        return state.picks.indexOf(Number(tile.getAttribute("data-index")));
+    }
+
+    function badgeText(rank) {
+        return rank >= 0 ? String(rank + 1) : "";
+    }
+
     function badgesStale() {
         return tiles().some(function (tile) {
-            var rank = state.picks.indexOf(Number(tile.getAttribute("data-index")));
+            var rank = rankOf(tile);
             var badge = tile.querySelector(".alignment-rank-badge");
-            return !!badge && (badge.hidden !== (rank < 0) || badge.textContent !== (rank >= 0 ? String(rank + 1) : ""));
+            return !!badge && (badge.hidden !== (rank < 0) || badge.textContent !== badgeText(rank));
         });
     }
 
@@ -173,13 +182,13 @@
             return;
         }
         tiles().forEach(function (tile) {
-            var rank = state.picks.indexOf(Number(tile.getAttribute("data-index")));
+            var rank = rankOf(tile);
             var badge = tile.querySelector(".alignment-rank-badge");
             tile.classList.toggle("alignment-picked", rank >= 0);
             tile.setAttribute("aria-pressed", rank >= 0 ? "true" : "false");
             if (badge) {
                 badge.hidden = rank < 0;
-                badge.textContent = rank >= 0 ? String(rank + 1) : "";
+                badge.textContent = badgeText(rank);
             }
         });
         var strip = board.querySelector(".alignment-ranking");
